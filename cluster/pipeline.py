@@ -1,0 +1,106 @@
+"""One experiment config -> data -> training (every arm) -> results.parquet -> report.md.
+
+    run_dir = run(cfg, resolved_yaml)
+
+Stages are skipped when their output exists (data: manifest.json; an arm: its metrics.parquet; the results:
+results.parquet and report.md), and the run says so. Ray is started only if some stage still has work.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from metaicl.core.io import write_parquet, write_text
+from metaicl.core.ray_local import init_ray
+from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
+from metaicl.train.arm import DONE_FILE, ArmSpec
+from pretrain_data.build import build, data_dir
+from cluster.report import RESULT_COLUMNS, write_report
+
+
+def arm_specs(cfg: ExperimentConfig, out: Path) -> dict[str, ArmSpec]:
+    specs = {}
+    for name in cfg.arm_names():
+        arm = cfg.arm(name)
+        manifest = data_dir(arm.data, arm.data_root) / "manifest.json"
+        specs[name] = ArmSpec(name, str(manifest.absolute()), str((out / "arms" / name).absolute()),
+                              arm.model, arm.train, arm.eval)
+    return specs
+
+
+def collect_results(cfg: ExperimentConfig, specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
+    frames = []
+    for name, spec in specs.items():
+        frame = pd.read_parquet(Path(spec.out_dir) / DONE_FILE)
+        frame.insert(0, "arm", name)
+        frame["seed"] = spec.train.seed
+        frames.append(frame)
+    results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
+    import pyarrow as pa
+
+    write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
+    return results
+
+
+def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] = print,
+        progress: bool | None = None) -> Path:
+    started = time.perf_counter()
+    progress = sys.stderr.isatty() if progress is None else progress
+    out = resolve_run_dir(cfg)
+    specs = arm_specs(cfg, out)
+    if (out / "results.parquet").exists() and (out / "report.md").exists():
+        echo(f"run {out}: every stage is done (data, {len(specs)} arms, results); reusing it")
+        echo(write_report(out, cfg.name, cfg.data.num_labels))
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", resolved_yaml)
+    echo(f"run {out}")
+    ray_started = False
+
+    def ray_once():
+        nonlocal ray_started
+        if not ray_started:
+            t = time.perf_counter()
+            init_ray(cfg.cluster)
+            ray_started = True
+            echo(f"ray: {cfg.cluster.address} ready in {time.perf_counter() - t:.1f}s")
+
+    for name, spec in specs.items():
+        arm_cfg = cfg.arm(name)
+        manifest_path = Path(spec.manifest_path)
+        if manifest_path.exists():
+            echo(f"data [{name}]: reusing {manifest_path.parent}")
+        else:
+            ray_once()
+            t = time.perf_counter()
+            build(arm_cfg.data, arm_cfg.data_root, progress=progress)
+            echo(f"data [{name}]: built {manifest_path.parent} in {time.perf_counter() - t:.1f}s")
+        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(manifest_path, Path(spec.out_dir) / "data_manifest.json")
+
+    todo = [s for s in specs.values() if not s.done]
+    for spec in specs.values():
+        if spec.done:
+            echo(f"train [{spec.arm}]: done already, skipping")
+    if todo:
+        from cluster.progress import ProgressMonitor
+        from metaicl.train.ray_train import fit_arms
+
+        ray_once()
+        t = time.perf_counter()
+        monitor = ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
+                                  enabled=progress)
+        with monitor:
+            fit_arms(todo, out / "ray")
+        echo(f"train: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
+
+    collect_results(cfg, specs, out)
+    table = write_report(out, cfg.name, cfg.data.num_labels)
+    echo(table)
+    echo(f"results: {out / 'results.parquet'}, report: {out / 'report.md'} ({time.perf_counter() - started:.0f}s)")
+    return out

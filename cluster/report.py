@@ -1,0 +1,67 @@
+"""Results table, curves and report.md of a run, from its tidy results.parquet alone.
+
+    write_report(run_dir)     # -> report.md, icl_curves.png; returns the printed table
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from metaicl.core.io import atomic_path, write_text
+from metaicl.eval.icl import chance_level
+from pretrain_data.bursty import EVAL_SETS
+
+RESULT_COLUMNS = ["arm", "step", "eval", "metric", "value", "seed"]
+
+
+def final_table(results: pd.DataFrame, num_labels: int) -> pd.DataFrame:
+    """arm x eval set accuracy at each arm's last step, with a `chance` row."""
+    acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
+    last = acc[acc.step == acc.groupby("arm").step.transform("max")]
+    table = last.pivot_table(index="arm", columns="eval", values="value", aggfunc="mean", sort=False)
+    table = table[[e for e in EVAL_SETS if e in table.columns]]
+    table.loc["chance"] = [chance_level(e, num_labels) for e in table.columns]
+    return table
+
+
+def format_table(table: pd.DataFrame) -> str:
+    header = "| arm | " + " | ".join(table.columns) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    rows = [f"| {arm} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for arm, row in table.iterrows()]
+    return "\n".join([header, rule, *rows])
+
+
+def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
+    sets = [e for e in EVAL_SETS if e in set(acc["eval"])]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for arm, rows in acc[acc["eval"] == name].groupby("arm", sort=False):
+            mean = rows.groupby("step").value.mean()
+            ax.plot(mean.index, mean.values, marker=".", label=arm)
+        ax.axhline(chance_level(name, num_labels), color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set(title=name, xlabel="step", ylim=(-0.02, 1.02))
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, title: str, num_labels: int, notes: str = "") -> str:
+    results = pd.read_parquet(run_dir / "results.parquet")
+    table = format_table(final_table(results, num_labels))
+    plot_curves(results, num_labels, run_dir / "icl_curves.png")
+    write_text(run_dir / "report.md", "\n".join([
+        f"# {title}", "",
+        "Accuracy (argmax over all labels) at the last step. Chance: 0.5 for icl_novel and icl_swap (guessing "
+        "between the two labels in the context), 1/L for iwl.", "",
+        table, "", "![accuracy vs step](icl_curves.png)", "", notes, ""]))
+    return table

@@ -1,0 +1,17 @@
+"""The one error type a user sees for bad input: what is wrong, and where (key, file, line)."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad configuration. `key` is the dotted config key; `where` says which file/line or override set it."""
+
+    def __init__(self, key: str, message: str, where: str | None = None):
+        self.key, self.message, self.where = key, message, where
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        at = f" ({self.where})" if self.where else ""
+        return f"config error: {self.key}: {self.message}{at}"
+
+    def located(self, where: str) -> "ConfigError":
+        return ConfigError(self.key, self.message, where)

@@ -1,0 +1,91 @@
+"""The only place that starts or joins Ray.
+
+    from metaicl.core.ray_local import ClusterConfig, init_ray
+    init_ray(ClusterConfig())            # local Ray on 127.0.0.1, no dashboard, no usage stats
+
+Locally, Ray 2.x would otherwise bind to the LAN address and probe cloud metadata (169.254.169.254). The variables
+below must be in the environment before `import ray` (and are inherited by every Ray worker):
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every port on 127.0.0.1; the dead proxy blocks the metadata probe.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from metaicl.core.errors import ConfigError
+
+LOOPBACK_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "GLOO_SOCKET_IFNAME": "lo",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "localhost,127.0.0.1,::1",
+    "NO_PROXY": "localhost,127.0.0.1,::1",
+    # Quieter driver output: no per-task progress of Ray's own, no "new Train API" banners.
+    "RAY_TRAIN_ENABLE_STATE_TRACKING": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
+RUNTIME_ENV = {"worker_process_setup_hook": "metaicl.core.ray_local.quiet_ray_logs"}
+
+
+@dataclass
+class ClusterConfig:
+    address: str = "local"
+    """`local` starts a private Ray on 127.0.0.1; anything else (`auto`, `ray://host:10001`, `host:6379`) joins
+    that cluster instead."""
+    num_cpus: Optional[int] = None
+    """CPUs of the local Ray (default: all cores). Ignored when joining a cluster."""
+    num_gpus: Optional[int] = None
+    """GPUs of the local Ray (default: whatever Ray detects)."""
+    include_dashboard: bool = False
+    """Start the dashboard (needed only for the Ray Jobs API)."""
+
+    def validate(self, prefix: str = "cluster") -> None:
+        if not self.address:
+            raise ConfigError(f"{prefix}.address", "must be 'local' or a Ray address")
+        for key in ("num_cpus", "num_gpus"):
+            value = getattr(self, key)
+            if value is not None and value < (1 if key == "num_cpus" else 0):
+                raise ConfigError(f"{prefix}.{key}", f"must be >= {1 if key == 'num_cpus' else 0}, got {value}")
+
+
+def prepare_env(local: bool = True) -> None:
+    """Set the loopback/offline environment; call before `import ray`."""
+    for key, value in LOOPBACK_ENV.items():
+        if local or "proxy" not in key.lower():  # a real cluster may need the user's own proxy settings
+            os.environ[key] = value
+
+
+def quiet_ray_logs() -> None:
+    """Runs in every Ray worker process (runtime_env worker_process_setup_hook). Ray Train's placement-group
+    cleaner warns every few seconds that the State API is unavailable, which is expected: that API is served by
+    the dashboard, which stays off locally. Its errors still surface."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def init_ray(cfg: ClusterConfig):
+    """Start (local) or join (address) Ray once per process; returns the `ray` module."""
+    prepare_env(local=cfg.address == "local")
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    if cfg.address == "local":
+        ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), num_gpus=cfg.num_gpus,
+                 include_dashboard=cfg.include_dashboard, _node_ip_address="127.0.0.1",
+                 dashboard_host="127.0.0.1", logging_level="WARNING", runtime_env=RUNTIME_ENV)
+    else:
+        ray.init(address=cfg.address, logging_level="WARNING", runtime_env=RUNTIME_ENV)
+    return ray

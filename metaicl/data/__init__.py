@@ -1,0 +1,1 @@
+"""Feeding built data to training and evaluation."""

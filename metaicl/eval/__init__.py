@@ -1,0 +1,1 @@
+"""Evaluation: ICL vs in-weights learning on held-out sequence sets."""

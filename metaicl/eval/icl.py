@@ -1,0 +1,65 @@
+"""ICL vs in-weights evaluation on the fixed eval sets of a data directory (Chan et al. 2022 Sec. 3.3).
+
+    evaluator = ICLEvaluator(reader, EvalConfig(), device)
+    evaluator(model)   # {"icl_novel": {"accuracy": 0.98, "loss": 0.05}, ...}
+
+Accuracy is the argmax over all L labels. Chance levels differ by set: on icl_novel and icl_swap a model that
+knows the answer is one of the two labels in its context but not which scores 1/2; on iwl chance is 1/L.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from metaicl.core.errors import ConfigError
+from pretrain_data.bursty import EVAL_SETS
+from pretrain_data.reader import FewShotReader
+
+
+@dataclass
+class EvalConfig:
+    sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    """Which eval sets to measure: icl_novel (novel classes, random labels), icl_swap (training classes, labels
+    swapped), iwl (training class absent from the context)."""
+    batch_size: int = 1024
+    """Sequences per forward pass during evaluation."""
+
+    def validate(self, prefix: str = "eval") -> None:
+        unknown = [s for s in self.sets if s not in EVAL_SETS]
+        if unknown or not self.sets:
+            raise ConfigError(f"{prefix}.sets", f"must be a non-empty subset of {list(EVAL_SETS)}, got {self.sets}")
+        if self.batch_size < 1:
+            raise ConfigError(f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+def chance_level(eval_set: str, num_labels: int) -> float:
+    """Accuracy of guessing: between the two in-context labels for the ICL sets, among all L labels for iwl."""
+    return 0.5 if eval_set in ("icl_novel", "icl_swap") else 1.0 / num_labels
+
+
+class ICLEvaluator:
+    def __init__(self, reader: FewShotReader, cfg: EvalConfig, device: torch.device | str = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.data = {}
+        for name in cfg.sets:
+            items, labels = reader.split(name)
+            self.data[name] = (torch.from_numpy(items), torch.from_numpy(labels))
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module) -> dict[str, dict[str, float]]:
+        was_training = model.training
+        model.eval()
+        out = {}
+        for name, (items, labels) in self.data.items():
+            correct, loss = 0, 0.0
+            for start in range(0, len(items), self.cfg.batch_size):
+                x = items[start : start + self.cfg.batch_size].to(self.device)
+                y = labels[start : start + self.cfg.batch_size].to(self.device)
+                logits = model(x, y).float()
+                loss += F.cross_entropy(logits, y[:, -1], reduction="sum").item()
+                correct += (logits.argmax(-1) == y[:, -1]).sum().item()
+            out[name] = {"accuracy": correct / len(items), "loss": loss / len(items)}
+        model.train(was_training)
+        return out

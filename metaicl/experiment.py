@@ -1,0 +1,99 @@
+"""ExperimentConfig: every knob of an experiment in one tree (data, model, train, eval, cluster, arms).
+
+    cfg, _ = load_config(ExperimentConfig, "configs/quickstart.yaml", ["train.steps=300"])
+    run_dir(cfg)                      # runs/quickstart-<8 hex of the resolved-config hash>
+    [cfg.arm(a) for a in cfg.arm_names()]
+
+Arms are named variants of the base config: `arms: {bursty: {data: {burstiness: 4}}}` overrides only what differs,
+so the model and the budget are identical across arms by construction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from metaicl.core.config import merge_checked, to_dict
+from metaicl.core.errors import ConfigError
+from metaicl.core.hashing import config_hash
+from metaicl.core.ray_local import ClusterConfig
+from metaicl.eval.icl import EvalConfig
+from metaicl.models.config import ModelConfig
+from metaicl.train.config import TrainConfig
+from pretrain_data.config import BurstyDataConfig
+
+ARM_GROUPS = ("data", "model", "train", "eval")
+NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "train.num_workers",
+                "train.cpus_per_worker", "train.use_gpu", "train.log_every", "train.ckpt_every",
+                "train.max_failures", "eval.batch_size")
+"""Knobs left out of the run hash: where things go and how many resources they use, not what is computed."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    """Experiment name; the run directory is runs_root/<name>-<hash8>."""
+    out_dir: Optional[str] = None
+    """Run directory to use instead of runs_root/<name>-<hash8>."""
+    runs_root: str = "runs"
+    """Parent of run directories."""
+    data_root: str = "runs/data"
+    """Parent of data directories (<kind>-<data hash8>), shared by every run and arm with the same data config."""
+    data: BurstyDataConfig = field(default_factory=BurstyDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    arms: Dict[str, Any] = field(default_factory=dict)
+    """Arm name -> overrides of the groups data/model/train/eval. No arms: one arm called `main`."""
+
+    def validate(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError("name", f"must be letters, digits, '_', '-' or '.', got {self.name!r}")
+        for group in ("data", "model", "train", "eval", "cluster"):
+            getattr(self, group).validate(group)
+        for arm in self.arms:
+            self.arm(arm)
+
+    def arm_names(self) -> list[str]:
+        return list(self.arms) or ["main"]
+
+    def arm(self, name: str) -> "ExperimentConfig":
+        """The base config with arm `name`'s overrides applied (validated; errors name arms.<name>.<key>)."""
+        if name == "main" and not self.arms:
+            return self
+        prefix = f"arms.{name}."
+        if not _NAME.match(name):
+            raise ConfigError(f"arms.{name}", "arm names must be letters, digits, '_', '-' or '.'")
+        overrides = self.arms[name]
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"arms.{name}", f"must be a mapping of overrides, got {overrides!r}")
+        for key in overrides:
+            if key not in ARM_GROUPS:
+                raise ConfigError(f"{prefix}{key}", f"arms may only override {', '.join(ARM_GROUPS)}")
+        base = OmegaConf.structured(dataclasses.replace(self, arms={}))
+        merged = merge_checked(base, overrides, None, prefix=prefix)  # located by load_config
+        try:
+            arm_cfg = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{prefix}{getattr(err, 'full_key', '')}", str(err).splitlines()[0]) from None
+        for group in ARM_GROUPS:
+            try:
+                getattr(arm_cfg, group).validate(group)
+            except ConfigError as err:
+                raise ConfigError(prefix + err.key, err.message) from None
+        return arm_cfg
+
+
+def run_hash(cfg: ExperimentConfig) -> str:
+    return config_hash(to_dict(cfg), exclude=NON_SEMANTIC)
+
+
+def run_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else Path(cfg.runs_root) / f"{cfg.name}-{run_hash(cfg)[:8]}"

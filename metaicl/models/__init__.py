@@ -1,0 +1,1 @@
+"""Models built from `transformers` configs (never downloaded)."""

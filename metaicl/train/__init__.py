@@ -1,0 +1,1 @@
+"""Training: a plain torch loop (loop.py) and one thin Ray Train adapter (ray_train.py)."""

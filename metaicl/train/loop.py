@@ -1,0 +1,95 @@
+"""The training loop: plain torch, no Ray (STYLE principle 5).
+
+    history = train_loop(cfg, model, batches, evaluate, checkpointer, is_chief=True)
+
+Loss is the cross-entropy of the query's label only (Chan et al. 2022; Reddy 2023): the context labels are
+inputs, not targets. Resumes from the checkpointer's latest checkpoint, so a restart or a retried worker
+continues where it stopped; the data a step sees depends only on the step (see GlobalBatches).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import deque
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from metaicl.train.checkpoint import Checkpointer
+from metaicl.train.config import TrainConfig
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up to the peak, then cosine decay to min_lr_ratio x peak at the last step."""
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Callable[[], dict],
+               checkpointer: Checkpointer, *, is_chief: bool = True, device: torch.device | str = "cpu",
+               data_state: dict | None = None, report: Callable[[dict], None] = lambda m: None,
+               progress: Callable[[dict], None] = lambda p: None) -> list[dict]:
+    """Train for cfg.steps; returns the history rows {step, eval, metric, value}.
+    `batches.get(step)` gives this rank's (items, labels); `evaluate()` measures the unwrapped model;
+    `report(metrics)` is called on every rank at each evaluation (Ray Train's hook); `progress(state)` on the
+    chief for live display; `data_state` is stored in checkpoints and must match on resume."""
+    device = torch.device(device)
+    data_state = data_state or {}
+    raw = getattr(model, "module", model)  # DDP wraps the model; checkpoints hold the plain module
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    history, step = [], 0
+    latest = checkpointer.latest()
+    if latest is not None:
+        state = Checkpointer.restore(latest, raw, optimizer, scheduler)
+        if state.get("data_state") != data_state:
+            raise RuntimeError(f"checkpoint {latest} was made on other data ({state.get('data_state')}) than "
+                               f"this run ({data_state}); remove it or change out_dir")
+        step, history = state["step"], state["history"]
+
+    def measure() -> dict:
+        metrics = evaluate() if is_chief else {}
+        history.extend({"step": step, "eval": name, "metric": metric, "value": value}
+                       for name, values in metrics.items() for metric, value in values.items())
+        report({"step": step, **{f"{n}/{m}": v for n, vals in metrics.items() for m, v in vals.items()}})
+        return metrics
+
+    last_eval = measure() if step == 0 else {}
+    window, recent, done_here, started = [], deque(maxlen=cfg.log_every), 0, time.perf_counter()
+    model.train()
+    while step < cfg.steps:
+        items, labels = (t.to(device, non_blocking=True) for t in batches.get(step))
+        with autocast(cfg, device):
+            logits = model(items, labels)
+        loss = F.cross_entropy(logits.float(), labels[:, -1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step, done_here = step + 1, done_here + 1
+        window.append(loss.item())
+        recent.append(window[-1])
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            history.append({"step": step, "eval": "train", "metric": "loss", "value": sum(window) / len(window)})
+            window = []
+            last_eval = measure()
+        if is_chief and (step % cfg.log_every == 0 or step == cfg.steps):
+            progress({"step": step, "steps": cfg.steps, "loss": sum(recent) / len(recent),
+                      "steps_per_s": done_here / (time.perf_counter() - started),
+                      "accuracy": {k: v["accuracy"] for k, v in last_eval.items()}})
+        if is_chief and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            checkpointer.save(step, raw, optimizer, scheduler, {"history": history, "data_state": data_state})
+    return history
