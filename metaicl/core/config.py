@@ -108,7 +108,7 @@ def _locate(err: ConfigError, path: Path | None, overrides: list) -> ConfigError
     if err.where:
         return err
     for key, _, raw in reversed(overrides):
-        if key == err.key or err.key.startswith(key + "."):
+        if key == err.key or err.key.startswith(key + ".") or key.startswith(err.key + "."):
             return err.located(f"command-line override '{raw}'")
     line = yaml_line(path, err.key) if path is not None else None
     return err.located(f"{path}:{line}") if line else err

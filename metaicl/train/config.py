@@ -56,7 +56,7 @@ class TrainConfig:
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.batch_size % self.num_workers:
-            raise ConfigError(f"{prefix}.batch_size",
-                              f"{self.batch_size} is not divisible by train.num_workers={self.num_workers}")
+            raise ConfigError(f"{prefix}.num_workers",
+                              f"{self.num_workers} workers do not divide train.batch_size={self.batch_size}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

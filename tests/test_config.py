@@ -1,0 +1,95 @@
+"""Bad config -> exit 2, one line naming the key and the problem, before any work and with no output directory."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaicl.cli import main
+from metaicl.core.config import load_config
+from metaicl.experiment import ExperimentConfig, run_dir, run_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def run_cli(tmp_path, capsys, *args):
+    code = main(["run", *args, f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("override, key, problem", [
+    ("data.bogus=1", "data.bogus", "unknown key"),
+    ("data.zipf_alpha=-0.5", "data.zipf_alpha", "must be >= 0"),
+    ("data.burstiness=3", "data.burstiness", "does not divide context_pairs"),
+    ("data.p_bursty=1.5", "data.p_bursty", "must be in [0, 1]"),
+    ("data.p_bursty=-0.1", "data.p_bursty", "must be in [0, 1]"),
+    ("train.steps=many", "train.steps", "wrong type"),
+    ("model.n_head=3", "model.n_head", "must divide d_model"),
+    ("train.num_workers=3", "train.num_workers", "do not divide"),
+    ("eval.sets=[icl_novel,bogus]", "eval.sets", "subset"),
+    ("arms.bursty.data.burstiness=5", "arms.bursty.data.burstiness", "does not divide"),
+    ("arms.bursty.cluster.num_cpus=1", "arms.bursty.cluster", "arms may only override"),
+    ("nokey", "nokey", "key=value"),
+])
+def test_bad_value_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, override, key, problem):
+    code, err = run_cli(tmp_path, capsys, str(QUICKSTART), override)
+    assert code == 2
+    assert len(err) == 1 and f"{key}:" in err[0] and problem in err[0], err
+    assert "command-line override" in err[0] or "command line" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_in_file_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata:\n  num_classes: 64\n  bogus: 1\n")
+    code, err = run_cli(tmp_path, capsys, str(bad))
+    assert code == 2 and err == [f"metaicl: config error: data.bogus: unknown key ({bad}:4)"]
+    bad.write_text("name: x\narms:\n  a:\n    data:\n      p_bursty: 2\n")
+    code, err = run_cli(tmp_path, capsys, str(bad))
+    assert code == 2 and err == [f"metaicl: config error: arms.a.data.p_bursty: must be in [0, 1], got 2.0 ({bad}:5)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_missing_file_and_invalid_yaml(tmp_path, capsys):
+    code, err = run_cli(tmp_path, capsys, str(tmp_path / "nope.yaml"))
+    assert code == 2 and "config file not found" in err[0]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [1,\n")
+    code, err = run_cli(tmp_path, capsys, str(broken))
+    assert code == 2 and "invalid YAML" in err[0]
+
+
+def test_console_script_reports_unknown_key_and_creates_nothing(tmp_path):
+    exe = Path(sys.executable).with_name("metaicl")
+    proc = subprocess.run([str(exe), "run", str(QUICKSTART), "data.bogus=1", f"runs_root={tmp_path}/r",
+                           f"data_root={tmp_path}/d"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "metaicl: config error: data.bogus: unknown key (command-line override 'data.bogus=1')"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_the_run_command():
+    exe = Path(sys.executable).with_name("metaicl")
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "run" in proc.stdout and "in-context" in proc.stdout
+
+
+def test_run_hash_ignores_resources_but_not_semantics():
+    base, _ = load_config(ExperimentConfig, QUICKSTART)
+    same = [["cluster.num_cpus=1"], ["train.num_workers=2"], ["out_dir=elsewhere"], ["train.log_every=7"]]
+    for overrides in same:
+        assert run_hash(load_config(ExperimentConfig, QUICKSTART, overrides)[0]) == run_hash(base)
+    for overrides in (["data.zipf_alpha=1.0"], ["train.lr=0.001"], ["model.d_model=32"], ["arms.bursty.data.burstiness=2"]):
+        assert run_hash(load_config(ExperimentConfig, QUICKSTART, overrides)[0]) != run_hash(base)
+    assert run_dir(base).name == f"quickstart-{run_hash(base)[:8]}"
+
+
+def test_arms_share_everything_but_their_overrides():
+    cfg, _ = load_config(ExperimentConfig, QUICKSTART)
+    bursty, iid = cfg.arm("bursty"), cfg.arm("non_bursty")
+    assert (bursty.data.burstiness, iid.data.burstiness) == (4, 0)
+    assert bursty.model == iid.model and bursty.train == iid.train

@@ -1,0 +1,87 @@
+"""Training without Ray: the loop learns, checkpoints, resumes exactly, and shards batches by rank."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from metaicl.data.fewshot import GlobalBatches
+from metaicl.eval.icl import EvalConfig
+from metaicl.models.config import ModelConfig
+from metaicl.train.arm import ArmSpec, run_arm
+from metaicl.train.config import TrainConfig
+from metaicl.train.loop import lr_lambda
+from pretrain_data.build import data_dir, plan, write_class_table, write_shard
+from pretrain_data.manifest import Manifest
+from pretrain_data.reader import FewShotReader
+
+TINY_MODEL = ModelConfig(d_model=16, mlp_ratio=1, readout_hidden=16)
+
+
+@pytest.fixture
+def manifest(tiny_data, tmp_path):
+    """A data directory built in-process (the same functions the Ray tasks run)."""
+    out = data_dir(tiny_data, tmp_path / "data")
+    out.mkdir(parents=True)
+    entries = [write_shard(tiny_data, *p, out) for p in plan(tiny_data)]
+    m = Manifest(kind=tiny_data.kind, config=dataclasses.asdict(tiny_data), config_hash="test", shards=entries,
+                 class_table=write_class_table(tiny_data, out))
+    return m.write(out / "manifest.json")
+
+
+def spec(manifest, out, **train):
+    cfg = TrainConfig(**{"steps": 20, "batch_size": 16, "eval_every": 10, "ckpt_every": 10, "log_every": 5, **train})
+    return ArmSpec("arm", str(manifest.path), str(out), TINY_MODEL, cfg, EvalConfig(batch_size=64))
+
+
+def test_rank_slices_partition_the_global_batch(manifest):
+    reader = FewShotReader(manifest)
+    whole = GlobalBatches(reader, 16).get(70)  # wraps past the end of the 1000 training rows
+    halves = [GlobalBatches(reader, 16, rank=r, world=2).get(70) for r in (0, 1)]
+    for t in range(2):
+        merged = torch.empty_like(whole[t])
+        merged[0::2], merged[1::2] = halves[0][t], halves[1][t]
+        assert torch.equal(merged, whole[t])
+
+
+def test_arm_writes_metrics_model_and_checkpoints(manifest, tmp_path):
+    history = run_arm(spec(manifest, tmp_path / "arm"))
+    metrics = pd.read_parquet(tmp_path / "arm" / "metrics.parquet")
+    assert list(metrics.columns) == ["step", "eval", "metric", "value"]
+    assert sorted(metrics.step.unique()) == [0, 10, 20] and len(metrics) == len(history)
+    assert set(metrics["eval"]) == {"icl_novel", "icl_swap", "iwl", "train"}
+    assert ((metrics.metric != "accuracy") | metrics.value.between(0, 1)).all()
+    assert sorted(p.name for p in (tmp_path / "arm" / "checkpoints").iterdir()) == ["step_0000010", "step_0000020"]
+    assert "item_in.weight" in load_file(tmp_path / "arm" / "model" / "model.safetensors")
+
+
+def test_resume_continues_from_the_latest_checkpoint(manifest, tmp_path):
+    torch.set_num_threads(1)
+    run_arm(spec(manifest, tmp_path / "straight"))
+    out = tmp_path / "crashed"
+    run_arm(spec(manifest, out))
+    (out / "metrics.parquet").unlink()
+    shutil.rmtree(out / "checkpoints" / "step_0000020")  # as if killed between step 10 and 20
+    history = run_arm(spec(manifest, out))
+    assert [r["step"] for r in history if r["eval"] == "train"] == [10, 20]
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_from_other_data_is_refused(manifest, tmp_path):
+    run_arm(spec(manifest, tmp_path / "arm", steps=10))
+    (tmp_path / "arm" / "metrics.parquet").unlink()
+    with pytest.raises(RuntimeError, match="other data"):
+        run_arm(spec(manifest, tmp_path / "arm", steps=20, batch_size=32))
+
+
+def test_schedule_warms_up_then_decays_to_min_ratio():
+    f = lr_lambda(TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1))
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
