@@ -93,3 +93,10 @@ def test_arms_share_everything_but_their_overrides():
     bursty, iid = cfg.arm("bursty"), cfg.arm("non_bursty")
     assert (bursty.data.burstiness, iid.data.burstiness) == (4, 0)
     assert bursty.model == iid.model and bursty.train == iid.train
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg, _ = load_config(ExperimentConfig, path)
+    for arm in cfg.arm_names():
+        cfg.arm(arm).validate()

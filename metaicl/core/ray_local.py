@@ -69,9 +69,15 @@ def prepare_env(local: bool = True) -> None:
 def quiet_ray_logs() -> None:
     """Runs in every Ray worker process (runtime_env worker_process_setup_hook). Ray Train's placement-group
     cleaner warns every few seconds that the State API is unavailable, which is expected: that API is served by
-    the dashboard, which stays off locally. Its errors still surface."""
+    the dashboard, which stays off locally. And Ray Train logs every report at INFO through a logger named by its
+    file path (so RunConfig's LoggingConfig, which filters `ray.train.*`, misses it); our own progress bars say
+    the same. Warnings and errors of both still surface."""
     import logging
 
+    import ray
+
+    context_py = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution", "context.py")
+    logging.getLogger(context_py).setLevel(logging.WARNING)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
