@@ -2,15 +2,17 @@
 
     python bench/train_overhead.py [--steps 600] [--repeats 2]
 
-Both sides run `metaicl.train.arm.run_arm` on one CPU thread (a Ray Train worker with 1 CPU gets
-OMP_NUM_THREADS=1): bare = called in this process; ray = one TorchTrainer worker. Throughput is steps/s inside the
+Both sides run `metaicl.train.arm.run_arm` in a fresh process on one CPU thread (a Ray Train worker with 1 CPU
+gets OMP_NUM_THREADS=1): bare = a plain `python` subprocess; ray = one TorchTrainer worker. Throughput is steps/s inside the
 training loop (what Ray Train costs per step: context, report calls); wall is the whole call (what it costs to
 start a trainer). Runs alternate bare/ray so drift in machine load hits both.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import subprocess
 import os
 import sys
 import tempfile
@@ -24,17 +26,30 @@ from metaicl.core.ray_local import ClusterConfig, init_ray, prepare_env  # noqa:
 prepare_env()
 
 
+def bare(spec_json: str) -> None:
+    """The bare side: rebuild the ArmSpec from JSON and run the loop in this (fresh) process."""
+    from metaicl.eval.icl import EvalConfig
+    from metaicl.models.config import ModelConfig
+    from metaicl.train.arm import ArmSpec, run_arm
+    from metaicl.train.config import TrainConfig
+
+    d = json.loads(spec_json)
+    run_arm(ArmSpec(d["arm"], d["manifest_path"], d["out_dir"], ModelConfig(**d["model"]), TrainConfig(**d["train"]),
+                    EvalConfig(**d["eval"])))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--bare-spec", help=argparse.SUPPRESS)
     args = p.parse_args()
-
-    import torch
+    if args.bare_spec:
+        return bare(args.bare_spec)
 
     from metaicl.core.config import load_config
     from metaicl.experiment import ExperimentConfig
-    from metaicl.train.arm import ArmSpec, run_arm
+    from metaicl.train.arm import ArmSpec
     from metaicl.train.ray_train import fit_arm
     from pretrain_data.build import build
 
@@ -45,7 +60,7 @@ def main() -> None:
     arm = cfg.arm("bursty")
     init_ray(cfg.cluster)
     manifest = build(arm.data, root / "data", progress=False)
-    torch.set_num_threads(1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def spec(name: str) -> ArmSpec:
         return ArmSpec(name, str(manifest.path), str(root / name), arm.model, arm.train, arm.eval)
@@ -55,7 +70,11 @@ def main() -> None:
         for kind in ("bare", "ray"):
             s = spec(f"{kind}{i}")
             t = time.perf_counter()
-            run_arm(s) if kind == "bare" else fit_arm(s, root / "ray")
+            if kind == "bare":
+                subprocess.run([sys.executable, __file__, "--bare-spec", json.dumps(dataclasses.asdict(s))],
+                               check=True, env=env)
+            else:
+                fit_arm(s, root / "ray")
             wall = time.perf_counter() - t
             steps_per_s = json.loads((Path(s.out_dir) / "progress.json").read_text())["steps_per_s"]
             rows.append((kind, steps_per_s, wall))
