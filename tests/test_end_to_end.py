@@ -67,3 +67,28 @@ def test_finished_arms_are_skipped_when_results_are_missing(tiny_run):
     assert any("train [bursty]: done already, skipping" in line for line in lines)
     assert not any(line.startswith("train:") for line in lines)  # no trainer was started
     assert (out / "results.parquet").exists()
+
+
+def test_two_ddp_workers_train_the_same_model_as_one(tiny_run, tmp_path):
+    """Each rank takes a strided half of the same global batch and DDP averages the gradients, so two workers
+    follow one worker's trajectory up to float rounding."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from cluster.pipeline import arm_specs
+    from metaicl.train.arm import run_arm
+    from metaicl.train.ray_train import fit_arm
+
+    cfg, _, out, _ = tiny_run
+    base = arm_specs(cfg, out)["bursty"]
+    one = dataclasses.replace(base, out_dir=str(tmp_path / "one"))
+    two = dataclasses.replace(base, out_dir=str(tmp_path / "two"), train=dataclasses.replace(base.train, num_workers=2))
+    run_arm(one)
+    fit_arm(two, tmp_path / "ray")
+    a, b = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("one", "two"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
+    assert pd.read_parquet(tmp_path / "two" / "metrics.parquet").step.max() == cfg.train.steps

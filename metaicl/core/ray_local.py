@@ -89,9 +89,16 @@ def init_ray(cfg: ClusterConfig):
     if ray.is_initialized():
         return ray
     if cfg.address == "local":
+        runtime_env = dict(RUNTIME_ENV)
+        if not cfg.include_dashboard:
+            # Ray Train's placement-group cleaner polls the State API, which the dashboard serves. Without one it
+            # looks for "the" local Ray and, when a second local Ray runs on the machine (two experiments at
+            # once), crashes with "Found multiple active Ray instances". A dead loopback port instead makes it
+            # fail the way it already expects (and we silence).
+            runtime_env["env_vars"] = {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9"}
         ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), num_gpus=cfg.num_gpus,
                  include_dashboard=cfg.include_dashboard, _node_ip_address="127.0.0.1",
-                 dashboard_host="127.0.0.1", logging_level="WARNING", runtime_env=RUNTIME_ENV)
+                 dashboard_host="127.0.0.1", logging_level="WARNING", runtime_env=runtime_env)
     else:
         ray.init(address=cfg.address, logging_level="WARNING", runtime_env=RUNTIME_ENV)
     return ray

@@ -38,6 +38,9 @@ class ICLTransformer(nn.Module):
         self.item_in = nn.Linear(item_dim, cfg.d_model)
         self.label_in = nn.Embedding(num_labels, cfg.d_model)
         self.backbone = AutoModel.from_config(backbone_config(cfg, 2 * context_pairs + 1))
+        # Inputs arrive as embeddings, so the backbone's token table is never used: freeze it, or DDP would wait
+        # forever for its gradient.
+        self.backbone.get_input_embeddings().requires_grad_(False)
         d, h = cfg.d_model, cfg.readout_hidden
         self.readout = (nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, num_labels)) if h
                         else nn.Linear(d, num_labels))
