@@ -16,24 +16,27 @@ from typing import Optional
 from metaicl.core.errors import ConfigError
 
 LOOPBACK_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every Ray port on 127.0.0.1
     "RAY_USAGE_STATS_ENABLED": "0",
-    "GLOO_SOCKET_IFNAME": "lo",
-    "http_proxy": "http://127.0.0.1:9",
+    "GLOO_SOCKET_IFNAME": "lo",  # torch.distributed (gloo) on loopback
+    "http_proxy": "http://127.0.0.1:9",  # a dead proxy: Ray's cloud-metadata probe (169.254.169.254) goes nowhere
     "https_proxy": "http://127.0.0.1:9",
     "HTTP_PROXY": "http://127.0.0.1:9",
     "HTTPS_PROXY": "http://127.0.0.1:9",
     "no_proxy": "localhost,127.0.0.1,::1",
     "NO_PROXY": "localhost,127.0.0.1,::1",
-    # Quieter driver output: no per-task progress of Ray's own, no "new Train API" banners.
-    "RAY_TRAIN_ENABLE_STATE_TRACKING": "0",
-    "RAY_DEDUP_LOGS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_OFFLINE": "1",
+    # Watches for node drains (spot preemption): nothing to watch on one machine, and Ray 2.60 logs an error
+    # line about its constructor arguments on every trainer start.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "HF_HUB_OFFLINE": "1",  # nothing local ever downloads
     "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
     "TRANSFORMERS_VERBOSITY": "error",
 }
-
+LOCAL_ONLY = {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+              "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"}
+"""Left alone when joining a real cluster: it may need the user's proxies and the hub, and its nodes can be
+preempted."""
 
 RUNTIME_ENV = {"worker_process_setup_hook": "metaicl.core.ray_local.quiet_ray_logs"}
 
@@ -62,7 +65,7 @@ class ClusterConfig:
 def prepare_env(local: bool = True) -> None:
     """Set the loopback/offline environment; call before `import ray`."""
     for key, value in LOOPBACK_ENV.items():
-        if local or "proxy" not in key.lower():  # a real cluster may need the user's own proxy settings
+        if local or key not in LOCAL_ONLY:
             os.environ[key] = value
 
 
@@ -100,5 +103,7 @@ def init_ray(cfg: ClusterConfig):
                  include_dashboard=cfg.include_dashboard, _node_ip_address="127.0.0.1",
                  dashboard_host="127.0.0.1", logging_level="WARNING", runtime_env=runtime_env)
     else:
-        ray.init(address=cfg.address, logging_level="WARNING", runtime_env=RUNTIME_ENV)
+        loopback = cfg.address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost")
+        ray.init(address=cfg.address, logging_level="WARNING", runtime_env=RUNTIME_ENV,
+                 **({"_node_ip_address": "127.0.0.1"} if loopback else {}))
     return ray

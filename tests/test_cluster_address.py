@@ -1,0 +1,58 @@
+"""cluster.address other than `local` joins that cluster instead of starting one (here: a head on loopback)."""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from metaicl.core.ray_local import LOOPBACK_ENV
+from tests.conftest import ROOT
+from tests.test_end_to_end import TINY
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"no Ray head on 127.0.0.1:{port}")
+
+
+def test_run_joins_a_running_cluster_at_its_address(tmp_path):
+    port = free_port()
+    # A head that others join uses token auth; the client gets the same token.
+    env = {**os.environ, **LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        proc = subprocess.run(
+            [str(BIN / "metaicl"), "run", str(ROOT / "configs" / "quickstart.yaml"), *TINY,
+             f"cluster.address=127.0.0.1:{port}", f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data"],
+            env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"ray: 127.0.0.1:{port} ready" in proc.stdout
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        assert set(pd.read_parquet(run_dir / "results.parquet").arm) == {"bursty", "non_bursty"}
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head we started, never `ray stop`
+        head.wait(timeout=60)
