@@ -14,26 +14,28 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
 
 from metaicl.core.io import write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
 from metaicl.train.arm import DONE_FILE, ArmSpec
 from pretrain_data.build import build, data_dir
-from cluster.report import RESULT_COLUMNS, write_report
+from cluster.report import RESULT_COLUMNS, summary, write_report
 
 
-def arm_specs(cfg: ExperimentConfig, out: Path) -> dict[str, ArmSpec]:
+def arm_specs(arms: dict[str, ExperimentConfig], out: Path) -> dict[str, ArmSpec]:
+    """What each arm's trainer needs: its data manifest, output directory and model/train/eval configs."""
     specs = {}
-    for name in cfg.arm_names():
-        arm = cfg.arm(name)
+    for name, arm in arms.items():
         manifest = data_dir(arm.data, arm.data_root) / "manifest.json"
         specs[name] = ArmSpec(name, str(manifest.absolute()), str((out / "arms" / name).absolute()),
                               arm.model, arm.train, arm.eval)
     return specs
 
 
-def collect_results(cfg: ExperimentConfig, specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
+def collect_results(specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
+    """Every arm's metrics, tagged with arm and train seed, as the run's tidy results.parquet."""
     frames = []
     for name, spec in specs.items():
         frame = pd.read_parquet(Path(spec.out_dir) / DONE_FILE)
@@ -41,8 +43,6 @@ def collect_results(cfg: ExperimentConfig, specs: dict[str, ArmSpec], out: Path)
         frame["seed"] = spec.train.seed
         frames.append(frame)
     results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
-    import pyarrow as pa
-
     write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
     return results
 
@@ -52,10 +52,11 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = resolve_run_dir(cfg)
-    specs = arm_specs(cfg, out)
+    arms = {name: cfg.arm(name) for name in cfg.arm_names()}
+    specs = arm_specs(arms, out)
     if (out / "results.parquet").exists() and (out / "report.md").exists():
         echo(f"run {out}: every stage is done (data, {len(specs)} arms, results); reusing it")
-        echo(write_report(out, cfg.name, cfg.data.num_labels))
+        echo(summary(out, cfg.data.num_labels))
         return out
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", resolved_yaml)
@@ -71,14 +72,13 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
             echo(f"ray: {cfg.cluster.address} ready in {time.perf_counter() - t:.1f}s")
 
     for name, spec in specs.items():
-        arm_cfg = cfg.arm(name)
         manifest_path = Path(spec.manifest_path)
         if manifest_path.exists():
             echo(f"data [{name}]: reusing {manifest_path.parent}")
         else:
             ray_once()
             t = time.perf_counter()
-            build(arm_cfg.data, arm_cfg.data_root, progress=progress)
+            build(arms[name].data, arms[name].data_root, progress=progress)
             echo(f"data [{name}]: built {manifest_path.parent} in {time.perf_counter() - t:.1f}s")
         Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(manifest_path, Path(spec.out_dir) / "data_manifest.json")
@@ -99,7 +99,7 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
             fit_arms(todo, out / "ray")
         echo(f"train: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
 
-    collect_results(cfg, specs, out)
+    collect_results(specs, out)
     table = write_report(out, cfg.name, cfg.data.num_labels)
     echo(table)
     echo(f"results: {out / 'results.parquet'}, report: {out / 'report.md'} ({time.perf_counter() - started:.0f}s)")

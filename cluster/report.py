@@ -55,6 +55,11 @@ def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
     plt.close(fig)
 
 
+def summary(run_dir: Path, num_labels: int) -> str:
+    """The final-accuracy table of a finished run, as markdown."""
+    return format_table(final_table(pd.read_parquet(run_dir / "results.parquet"), num_labels))
+
+
 def write_report(run_dir: Path, title: str, num_labels: int, notes: str = "") -> str:
     results = pd.read_parquet(run_dir / "results.parquet")
     table = format_table(final_table(results, num_labels))

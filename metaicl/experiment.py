@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from metaicl.core.config import merge_checked, to_dict
+from metaicl.core.config import as_config_error, merge_checked, to_dict
 from metaicl.core.errors import ConfigError
 from metaicl.core.hashing import config_hash
 from metaicl.core.ray_local import ClusterConfig
@@ -82,7 +82,7 @@ class ExperimentConfig:
         try:
             arm_cfg = OmegaConf.to_object(merged)
         except OmegaConfBaseException as err:
-            raise ConfigError(f"{prefix}{getattr(err, 'full_key', '')}", str(err).splitlines()[0]) from None
+            raise as_config_error(err, prefix) from None
         for group in ARM_GROUPS:
             try:
                 getattr(arm_cfg, group).validate(group)

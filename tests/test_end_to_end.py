@@ -82,7 +82,7 @@ def test_two_ddp_workers_train_the_same_model_as_one(tiny_run, tmp_path):
     from metaicl.train.ray_train import fit_arm
 
     cfg, _, out, _ = tiny_run
-    base = arm_specs(cfg, out)["bursty"]
+    base = arm_specs({"bursty": cfg.arm("bursty")}, out)["bursty"]
     one = dataclasses.replace(base, out_dir=str(tmp_path / "one"))
     two = dataclasses.replace(base, out_dir=str(tmp_path / "two"), train=dataclasses.replace(base.train, num_workers=2))
     run_arm(one)

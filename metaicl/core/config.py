@@ -36,7 +36,7 @@ def yaml_line(path: str | Path, dotted: str) -> int | None:
     return line
 
 
-def _as_config_error(err: OmegaConfBaseException, prefix: str = "") -> ConfigError:
+def as_config_error(err: OmegaConfBaseException, prefix: str = "") -> ConfigError:
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "<root>"
     msg = getattr(err, "msg", None) or str(err)
     msg = msg.splitlines()[0]
@@ -53,7 +53,7 @@ def merge_checked(base: DictConfig, other: Any, where: str | None, prefix: str =
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as err:
-        error = _as_config_error(err, prefix)
+        error = as_config_error(err, prefix)
         if file is not None:
             line = yaml_line(file, error.key)
             where = f"{file}:{line}" if line else str(file)
@@ -97,7 +97,7 @@ def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[st
         obj = OmegaConf.to_object(cfg)
         obj.validate()
     except OmegaConfBaseException as err:
-        raise _as_config_error(err) from None
+        raise as_config_error(err) from None
     except ConfigError as err:
         raise _locate(err, path, parse_overrides(overrides)) from None
     return obj, cfg
