@@ -16,12 +16,12 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from metaicl.core.io import write_parquet, write_text
+from metaicl.core.io import read_json, write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
 from metaicl.train.arm import DONE_FILE, ArmSpec
 from pretrain_data.build import build, data_dir
-from cluster.report import RESULT_COLUMNS, summary, write_report
+from cluster.report import RESULT_COLUMNS, data_section, summary, write_report
 
 
 def arm_specs(arms: dict[str, ExperimentConfig], out: Path) -> dict[str, ArmSpec]:
@@ -100,7 +100,9 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
         echo(f"train: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
 
     collect_results(specs, out)
-    table = write_report(out, cfg.name, cfg.data.num_labels)
+    cards = {name: read_json(Path(spec.manifest_path).parent / "stats.json") for name, spec in specs.items()
+             if (Path(spec.manifest_path).parent / "stats.json").exists()}
+    table = write_report(out, cfg.name, cfg.data.num_labels, notes=data_section(cards) if cards else "")
     echo(table)
     echo(f"results: {out / 'results.parquet'}, report: {out / 'report.md'} ({time.perf_counter() - started:.0f}s)")
     return out

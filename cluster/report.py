@@ -60,6 +60,22 @@ def summary(run_dir: Path, num_labels: int) -> str:
     return format_table(final_table(pd.read_parquet(run_dir / "results.parquet"), num_labels))
 
 
+DATA_COLUMNS = {"class_zipf_alpha_mle": "class α (MLE)", "context_repeat_rate": "context repeat rate",
+                "context_repeat_rate_iid": "… if iid", "burstiness_ratio": "burstiness ratio",
+                "query_in_context": "query class in context", "bursty_fraction": "bursty fraction"}
+
+
+def data_section(cards: dict[str, dict]) -> str:
+    """Markdown table of each arm's data statistics card (pretrain_data.stats): what the data really was."""
+    header = "| arm | " + " | ".join(DATA_COLUMNS.values()) + " |"
+    rule = "|---|" + "---:|" * len(DATA_COLUMNS)
+    rows = [f"| {arm} | " + " | ".join(str(card.get(k, "")) for k in DATA_COLUMNS) + " |" for arm, card in cards.items()]
+    return "\n".join(["## Training data, measured", "", "Statistics card of each arm's training split "
+                      "(`metaicl data stats DIR`): the repeat rate is the share of context items whose class already "
+                      "occurred in the same context; burstiness ratio = repeat rate / its value for iid draws.", "",
+                      header, rule, *rows])
+
+
 def write_report(run_dir: Path, title: str, num_labels: int, notes: str = "") -> str:
     results = pd.read_parquet(run_dir / "results.parquet")
     table = format_table(final_table(results, num_labels))

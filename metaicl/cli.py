@@ -1,6 +1,9 @@
 """`metaicl` command line. New knobs go into config dataclasses, never into new flags.
 
     metaicl run configs/quickstart.yaml train.steps=500 out_dir=runs/try
+    metaicl data build configs/quickstart.yaml data.zipf_alpha=1.0
+    metaicl data stats runs/data/bursty_fewshot-1a2b3c4d
+    metaicl data show runs/data/bursty_fewshot-1a2b3c4d --split icl_swap -n 3
 """
 from __future__ import annotations
 
@@ -24,6 +27,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    """Build (or reuse) the data of every arm of an experiment config; print where and its statistics card."""
+    from metaicl.core.config import load_config
+    from metaicl.core.ray_local import init_ray
+    from metaicl.experiment import ExperimentConfig
+
+    cfg, _ = load_config(ExperimentConfig, args.config, args.overrides)
+    from pretrain_data.build import build, data_dir
+    from pretrain_data.show import format_card
+
+    for name in cfg.arm_names():
+        arm = cfg.arm(name)
+        where = data_dir(arm.data, arm.data_root)
+        done = (where / "manifest.json").exists()
+        if not done:
+            init_ray(cfg.cluster)
+        manifest = build(arm.data, arm.data_root, progress=sys.stderr.isatty())
+        print(f"data [{name}]: {'reused' if done else 'built'} {manifest.root}")
+        print(format_card(_card(manifest.root, write=False)))
+    return 0
+
+
+def _card(root, write: bool = True) -> dict:
+    """stats.json of a data directory, computed (in process) and written if missing."""
+    from metaicl.core.io import read_json, write_json
+    from pretrain_data.manifest import Manifest
+    from pretrain_data.stats import stats
+
+    if (root / "stats.json").exists():
+        return read_json(root / "stats.json")
+    card = stats(Manifest.read(root), remote=False)
+    if write:
+        write_json(root / "stats.json", card)
+    return card
+
+
+def _data_dir(path: str):
+    from pathlib import Path
+
+    root = Path(path)
+    if not (root / "manifest.json").is_file():
+        raise ConfigError("DIR", f"{root} is not a complete data directory (no manifest.json)")
+    return root
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from pretrain_data.show import format_card
+
+    print(format_card(_card(_data_dir(args.dir))))
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from pretrain_data.manifest import Manifest
+    from pretrain_data.show import show
+
+    try:
+        print(show(Manifest.read(_data_dir(args.dir)), args.split, args.n))
+    except ValueError as err:
+        raise ConfigError("--split", str(err)) from None
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metaicl",
@@ -36,6 +102,21 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="experiment YAML, e.g. configs/quickstart.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     run.set_defaults(fn=cmd_run)
+
+    data = sub.add_parser("data", help="build, measure and look at data directories")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    build = dsub.add_parser("build", help="build the data of every arm of CONFIG (no training)")
+    build.add_argument("config", help="experiment YAML; its data group (and arms) say what to build")
+    build.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    build.set_defaults(fn=cmd_data_build)
+    stats = dsub.add_parser("stats", help="print the statistics card of a data directory (computed if missing)")
+    stats.add_argument("dir", help="data directory, e.g. runs/data/bursty_fewshot-1a2b3c4d")
+    stats.set_defaults(fn=cmd_data_stats)
+    show = dsub.add_parser("show", help="print a few decoded sequences of a data directory")
+    show.add_argument("dir", help="data directory")
+    show.add_argument("--split", default="train", help="train, icl_novel, icl_swap or iwl (default: train)")
+    show.add_argument("-n", type=int, default=5, help="how many sequences (default: 5)")
+    show.set_defaults(fn=cmd_data_show)
     return p
 
 

@@ -5,7 +5,8 @@
 One Ray task per (split, shard). Each shard is a pure function of (config, split, shard index), so the bytes do
 not depend on how many workers run or in what order. Output lives in `<data_root>/<kind>-<hash8>/`, keyed by the
 data-config hash, so arms and reruns with the same data config share it. A shard that already exists is kept
-(it was written atomically, so it is whole); the manifest is written last and marks the directory complete.
+(it was written atomically, so it is whole). Then the statistics card (stats.json, also Ray tasks), and last the
+manifest, which marks the directory complete.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 from metaicl.core.hashing import config_hash, file_sha256
-from metaicl.core.io import write_parquet
+from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import derived_seed, rng_for
 from pretrain_data.bursty import SPLITS, class_table, sample_split
 from pretrain_data.config import BurstyDataConfig
 from pretrain_data.manifest import Manifest, ShardEntry
+from pretrain_data.stats import stats
 
 
 def data_hash(cfg: BurstyDataConfig) -> str:
@@ -102,5 +104,6 @@ def build(cfg: BurstyDataConfig, data_root: str | Path, max_in_flight: int | Non
     bar.close()
     entries.sort(key=lambda e: (SPLITS.index(e.split), e.index))
     manifest = Manifest(kind=cfg.kind, config=asdict(cfg), config_hash=data_hash(cfg), shards=entries,
-                        class_table=class_info)
-    return manifest.write(out / "manifest.json")
+                        class_table=class_info, path=out / "manifest.json")
+    write_json(out / "stats.json", stats(manifest))
+    return manifest.write(out / "manifest.json")  # last: its presence means the directory is complete

@@ -45,6 +45,7 @@ def test_run_directory_holds_config_manifests_checkpoints_and_report(tiny_run):
         assert any((out / "arms" / arm / "checkpoints").iterdir())
     report = (out / "report.md").read_text()
     assert "| bursty |" in report and "| chance |" in report and "icl_curves.png" in report
+    assert "## Training data, measured" in report and report.count("| 1.0 |") >= 1  # bursty arm: bursty fraction 1
     assert (out / "icl_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("| non_bursty |" in line for line in lines)
 
