@@ -1,10 +1,10 @@
 """Human-readable views of a data directory: a few decoded sequences and the statistics card."""
 from __future__ import annotations
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from pretrain_data.manifest import Manifest
+from pretrain_data.reader import fixed_list
 
 
 def show(manifest: Manifest, split: str = "train", n: int = 5) -> str:
@@ -14,8 +14,7 @@ def show(manifest: Manifest, split: str = "train", n: int = 5) -> str:
     if not entries:
         raise ValueError(f"no split {split!r} in {manifest.root} (splits: {sorted({s.split for s in manifest.shards})})")
     table = pq.read_table(manifest.root / entries[0].file).slice(0, n)
-    classes = np.stack(table.column("classes").to_numpy(zero_copy_only=False))
-    labels = np.stack(table.column("labels").to_numpy(zero_copy_only=False))
+    classes, labels = fixed_list(table.column("classes")), fixed_list(table.column("labels"))
     bursty = table.column("bursty").to_pylist()
     novel_from = manifest.config["num_classes"]
     lines = [f"{split} ({manifest.rows(split)} sequences; class:label pairs, query -> target; n = novel class)"]

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pretrain_data.manifest import Manifest, ShardEntry
+from pretrain_data.reader import fixed_list
 
 
 def zipf_mle(counts: np.ndarray, lo: float = 0.0, hi: float = 6.0, tol: float = 1e-6) -> float:
@@ -50,8 +51,7 @@ def expected_repeat_rate(probs: np.ndarray, length: int) -> float:
 def shard_partials(root: str, entry: ShardEntry, num_types: int) -> dict:
     """Sums over one training shard (run as a Ray task; partials add up across shards)."""
     table = pq.read_table(f"{root}/{entry.file}")
-    column = table.column("classes").combine_chunks()
-    classes = column.values.to_numpy().reshape(len(column), column.type.list_size)
+    classes = fixed_list(table.column("classes"))
     context, query = classes[:, :-1], classes[:, -1]
     return {
         "rows": len(classes),

@@ -10,6 +10,7 @@ from metaicl.core.seeding import rng_for
 from pretrain_data.build import shard_table
 from pretrain_data.bursty import class_table, materialise, sample_eval, sample_train
 from pretrain_data.config import BurstyDataConfig
+from pretrain_data.reader import fixed_list
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.8, 1.2])
@@ -57,9 +58,9 @@ def test_labels_follow_the_fixed_class_label_map():
 
 def test_novel_classes_never_appear_in_training_shards(tiny_data):
     for index in range(4):
-        classes = np.stack(shard_table(tiny_data, "train", index, 256).column("classes").to_numpy(zero_copy_only=False))
+        classes = fixed_list(shard_table(tiny_data, "train", index, 256).column("classes"))
         assert classes.max() < tiny_data.num_classes
-    novel = np.stack(shard_table(tiny_data, "icl_novel", 0, 128).column("classes").to_numpy(zero_copy_only=False))
+    novel = fixed_list(shard_table(tiny_data, "icl_novel", 0, 128).column("classes"))
     assert (novel >= tiny_data.num_classes).all()
 
 
