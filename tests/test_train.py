@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -85,3 +86,29 @@ def test_schedule_warms_up_then_decays_to_min_ratio():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
     assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+def test_llama_backbone_and_linear_readout_train(manifest, tmp_path):
+    s = spec(manifest, tmp_path / "llama", steps=10)
+    s = dataclasses.replace(s, model=ModelConfig(arch="llama", d_model=16, mlp_ratio=1, readout_hidden=0))
+    history = run_arm(s)
+    weights = load_file(tmp_path / "llama" / "model" / "model.safetensors")
+    assert "backbone.layers.0.mlp.gate_proj.weight" in weights  # SwiGLU: Llama, not GPT-2
+    assert "readout.weight" in weights and "readout.0.weight" not in weights  # readout_hidden=0: linear
+    assert all(np.isfinite(r["value"]) for r in history)
+
+
+def test_eval_sets_select_what_is_measured(manifest, tmp_path):
+    s = spec(manifest, tmp_path / "arm", steps=10)
+    run_arm(dataclasses.replace(s, eval=EvalConfig(sets=["iwl"])))
+    metrics = pd.read_parquet(tmp_path / "arm" / "metrics.parquet")
+    assert set(metrics["eval"]) == {"iwl", "train"}
+
+
+@pytest.mark.parametrize("precision, expect_bf16", [("auto", False), ("fp32", False), ("bf16", True)])
+def test_precision_picks_bf16_autocast_on_cpu_only_when_asked(precision, expect_bf16):
+    from metaicl.train.loop import autocast
+
+    with autocast(TrainConfig(precision=precision), torch.device("cpu")):
+        out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert (out.dtype == torch.bfloat16) == expect_bf16
