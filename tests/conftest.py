@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"  # the pipeline at toy size, run by the end-to-end and CLI tests
 sys.path.insert(0, str(ROOT))
 
 from metaicl.core.ray_local import ClusterConfig, prepare_env  # noqa: E402

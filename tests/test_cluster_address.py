@@ -13,8 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from metaicl.core.ray_local import LOOPBACK_ENV
-from tests.conftest import ROOT
-from tests.test_end_to_end import TINY
+from tests.conftest import TINY
 
 BIN = Path(sys.executable).parent
 
@@ -46,7 +45,7 @@ def test_run_joins_a_running_cluster_at_its_address(tmp_path):
     try:
         wait_for_port(port)
         proc = subprocess.run(
-            [str(BIN / "metaicl"), "run", str(ROOT / "configs" / "quickstart.yaml"), *TINY,
+            [str(BIN / "metaicl"), "run", str(TINY),
              f"cluster.address=127.0.0.1:{port}", f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data"],
             env=env, capture_output=True, text=True, timeout=400)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,12 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import TINY
 
 EXE = str(Path(sys.executable).with_name("metaicl"))
-TINY = ["data.num_classes=64", "data.num_labels=8", "data.context_pairs=4", "data.item_dim=8",
-        "data.num_novel_classes=16", "data.train_sequences=600", "data.eval_sequences=32", "data.shard_size=300",
-        "cluster.num_cpus=2"]
 
 
 def metaicl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -19,7 +16,7 @@ def metaicl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_build_then_stats_then_show(tmp_path):
-    proc = metaicl("data", "build", str(ROOT / "configs" / "quickstart.yaml"), *TINY,
+    proc = metaicl("data", "build", str(TINY), "cluster.num_cpus=2",
                    f"data_root={tmp_path}/data", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     dirs = sorted((tmp_path / "data").iterdir())
@@ -27,11 +24,11 @@ def test_build_then_stats_then_show(tmp_path):
     assert "data [bursty]: built" in proc.stdout and "burstiness_ratio" in proc.stdout
     assert not (tmp_path / "runs").exists()  # data only, no run directory
 
-    again = metaicl("data", "build", str(ROOT / "configs" / "quickstart.yaml"), *TINY,
+    again = metaicl("data", "build", str(TINY), "cluster.num_cpus=2",
                     f"data_root={tmp_path}/data", cwd=tmp_path)
     assert again.returncode == 0 and "data [bursty]: reused" in again.stdout
 
-    bursty = next(d for d in dirs if json.loads((d / "manifest.json").read_text())["config"]["burstiness"] == 4)
+    bursty = next(d for d in dirs if json.loads((d / "manifest.json").read_text())["config"]["burstiness"] == 2)
     card = json.loads((bursty / "stats.json").read_text())
     (bursty / "stats.json").unlink()
     stats = metaicl("data", "stats", str(bursty), cwd=tmp_path)
@@ -41,7 +38,7 @@ def test_build_then_stats_then_show(tmp_path):
     show = metaicl("data", "show", str(bursty), "--split", "icl_novel", "-n", "3", cwd=tmp_path)
     assert show.returncode == 0
     lines = show.stdout.strip().splitlines()
-    assert lines[0].startswith("icl_novel (32 sequences") and len(lines) == 4
+    assert lines[0].startswith("icl_novel (64 sequences") and len(lines) == 4
     assert all(" -> " in line and " n" in line for line in lines[1:])
 
 

@@ -7,19 +7,13 @@ import pytest
 from cluster.pipeline import run
 from metaicl.core.config import load_config, to_yaml
 from metaicl.experiment import ExperimentConfig
-from tests.conftest import ROOT
-
-TINY = ["data.num_classes=64", "data.num_labels=8", "data.context_pairs=4", "data.item_dim=8",
-        "data.num_novel_classes=16", "data.train_sequences=512", "data.eval_sequences=64", "data.shard_size=256",
-        "model.d_model=16", "model.mlp_ratio=1", "model.readout_hidden=16", "train.steps=12", "train.batch_size=16",
-        "train.eval_every=6", "train.warmup_steps=2", "arms.bursty.data.burstiness=2"]
+from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
 def tiny_run(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    cfg, resolved = load_config(ExperimentConfig, ROOT / "configs" / "quickstart.yaml",
-                                [*TINY, f"runs_root={root}/runs", f"data_root={root}/data"])
+    cfg, resolved = load_config(ExperimentConfig, TINY, [f"runs_root={root}/runs", f"data_root={root}/data"])
     lines = []
     out = run(cfg, to_yaml(resolved), echo=lines.append, progress=False)
     return cfg, resolved, out, lines
@@ -38,7 +32,7 @@ def test_results_parquet_has_the_tidy_schema(tiny_run):
 
 def test_run_directory_holds_config_manifests_checkpoints_and_report(tiny_run):
     cfg, resolved, out, lines = tiny_run
-    assert out.name.startswith("quickstart-") and len(out.name) == len("quickstart-") + 8
+    assert out.name.startswith("tiny-") and len(out.name) == len("tiny-") + 8
     assert (out / "config.yaml").read_text() == to_yaml(resolved)
     for arm in ("bursty", "non_bursty"):
         assert (out / "arms" / arm / "data_manifest.json").exists()
