@@ -1,0 +1,87 @@
+"""`zipf_lm`: a synthetic language whose token statistics are dialled directly (issue: pretrain_data mixtures).
+
+    cfg = ZipfLMConfig(vocab_size=4096, zipf_alpha=1.2, long_range=0.3)
+    docs = sample_docs(cfg, rng_for(seed, "zipf_lm", shard), n_docs=64)     # (64, doc_length) int32
+
+- Unigram law: token id r-1 has rank r and probability proportional to r^-alpha (Zipf). Han et al. 2023 and
+  Chan et al. 2022 link a flatter law (smaller alpha) and more rare tokens to stronger ICL.
+- Long tail: with `rare_token_density` set, that share of tokens comes from the ranks beyond `rare_rank_cutoff`
+  (Zipf-weighted inside the tail), the rest from the head; None keeps whatever the Zipf law gives.
+- Long-range dependency: each span of `span_length` tokens is, with probability `long_range`, a copy of an earlier
+  span of the same document at least `long_range_distance` tokens back. Copying preserves the unigram law and is
+  the structure a model can learn here (an induction-head task); GINC is the source with latent structure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from metaicl.core.errors import ConfigError
+
+
+@dataclass
+class ZipfLMConfig:
+    vocab_size: int = 4096
+    """V, number of token types (ids 0..V-1, id = frequency rank - 1)."""
+    zipf_alpha: float = 1.0
+    """alpha, unigram rank-frequency exponent: p(rank r) proportional to r^-alpha."""
+    rare_token_density: Optional[float] = None
+    """Share of tokens drawn from ranks > rare_rank_cutoff (long-tail density); None = what the Zipf law gives."""
+    rare_rank_cutoff: int = 1024
+    """Ranks beyond this are the long tail."""
+    long_range: float = 0.0
+    """Probability that a span is a copy of an earlier span of the same document."""
+    long_range_distance: int = 64
+    """Minimum distance in tokens between a copied span and its source."""
+    span_length: int = 8
+    """Tokens per span (the unit of copying)."""
+    doc_length: int = 512
+    """Tokens per document (a multiple of span_length)."""
+
+    def validate(self, prefix: str) -> None:
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(f"{prefix}.{key}", msg)
+
+        if self.vocab_size < 2:
+            raise bad("vocab_size", f"must be >= 2, got {self.vocab_size}")
+        if self.zipf_alpha < 0:
+            raise bad("zipf_alpha", f"must be >= 0, got {self.zipf_alpha}")
+        if not 1 <= self.rare_rank_cutoff < self.vocab_size:
+            raise bad("rare_rank_cutoff", f"must be in [1, vocab_size), got {self.rare_rank_cutoff}")
+        if self.rare_token_density is not None and not 0.0 <= self.rare_token_density <= 1.0:
+            raise bad("rare_token_density", f"must be in [0, 1] or null, got {self.rare_token_density}")
+        if not 0.0 <= self.long_range <= 1.0:
+            raise bad("long_range", f"must be in [0, 1], got {self.long_range}")
+        if self.span_length < 1 or self.doc_length % self.span_length:
+            raise bad("span_length", f"must be >= 1 and divide doc_length={self.doc_length}, got {self.span_length}")
+        if self.long_range > 0 and self.long_range_distance + self.span_length > self.doc_length:
+            raise bad("long_range_distance", f"{self.long_range_distance} leaves no room to copy in a document of "
+                                             f"{self.doc_length} tokens")
+
+
+def unigram(cfg: ZipfLMConfig) -> np.ndarray:
+    """The token distribution the config asks for (Zipf, with the tail re-weighted when asked)."""
+    p = np.arange(1, cfg.vocab_size + 1, dtype=np.float64) ** -cfg.zipf_alpha
+    p /= p.sum()
+    if cfg.rare_token_density is not None:
+        c, rho = cfg.rare_rank_cutoff, cfg.rare_token_density
+        p[:c] *= (1 - rho) / p[:c].sum()
+        p[c:] *= rho / p[c:].sum()
+    return p
+
+
+def sample_docs(cfg: ZipfLMConfig, rng: np.random.Generator, n_docs: int) -> np.ndarray:
+    """(n_docs, doc_length) int32 token ids."""
+    docs = rng.choice(cfg.vocab_size, size=(n_docs, cfg.doc_length), p=unigram(cfg)).astype(np.int32)
+    if cfg.long_range > 0:
+        span, slots = cfg.span_length, cfg.doc_length // cfg.span_length
+        lag = -(-cfg.long_range_distance // span)  # source slot <= slot - lag, so distance >= long_range_distance
+        spans = docs.reshape(n_docs, slots, span)
+        rows = np.arange(n_docs)
+        for slot in range(lag, slots):  # in order, so a copy may copy a copy, as text repeats itself
+            copy = rng.random(n_docs) < cfg.long_range
+            source = rng.integers(0, slot - lag + 1, size=n_docs)
+            spans[rows[copy], slot] = spans[rows[copy], source[copy]]
+    return docs

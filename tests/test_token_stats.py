@@ -1,0 +1,66 @@
+"""zipf_lm produces the statistics its knobs dial, and each token statistic recovers a known value."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from metaicl.core.errors import ConfigError
+from metaicl.core.seeding import rng_for
+from pretrain_data.stats import zipf_mle
+from pretrain_data.token_stats import doc_burstiness, long_range_info_gain, rare_token_density, type_counts
+from pretrain_data.zipf_lm import ZipfLMConfig, sample_docs, unigram
+
+BASE = ZipfLMConfig(vocab_size=2048, doc_length=256, long_range_distance=32)
+
+
+def docs(**kw) -> np.ndarray:
+    return sample_docs(dataclasses.replace(BASE, **kw), rng_for(0, "zipf_lm", str(kw)), 800)
+
+
+@pytest.mark.parametrize("alpha", [0.6, 1.0, 1.2, 1.5])
+def test_unigram_exponent_fit_matches_zipf_alpha(alpha):
+    assert zipf_mle(type_counts(docs(zipf_alpha=alpha), 2048)) == pytest.approx(alpha, abs=0.1)
+
+
+def test_rare_token_density_is_what_the_config_asks_and_zipf_otherwise():
+    natural = docs(zipf_alpha=1.0)
+    tail_mass = unigram(dataclasses.replace(BASE, zipf_alpha=1.0))[256:].sum()
+    assert rare_token_density(natural, 256, 2048) == pytest.approx(tail_mass, abs=0.01)
+    enriched = docs(zipf_alpha=1.0, rare_token_density=0.3, rare_rank_cutoff=256)
+    assert rare_token_density(enriched, 256, 2048) == pytest.approx(0.3, abs=0.01)
+
+
+def test_copies_keep_the_unigram_law_and_respect_the_minimum_distance():
+    cfg = dataclasses.replace(BASE, zipf_alpha=1.2, long_range=1.0, long_range_distance=40, span_length=8)
+    d = sample_docs(cfg, rng_for(1, "copy"), 50)
+    spans = d.reshape(50, 32, 8)
+    lag = 5  # ceil(40 / 8) slots back at least
+    for doc in spans:
+        for slot in range(lag, 32):
+            assert any((doc[slot] == doc[src]).all() for src in range(slot - lag + 1))
+
+
+def test_long_range_raises_burstiness_and_information_gain_iid_has_none():
+    iid, some, more = docs(zipf_alpha=1.2), docs(zipf_alpha=1.2, long_range=0.1), docs(zipf_alpha=1.2, long_range=0.3)
+    assert doc_burstiness(iid, 2048) == pytest.approx(1.0, abs=0.02)
+    assert doc_burstiness(iid, 2048) < doc_burstiness(some, 2048) < doc_burstiness(more, 2048)
+    assert long_range_info_gain(iid, 256, 2048) < 0.01
+    assert 0.01 < long_range_info_gain(some, 256, 2048) < long_range_info_gain(more, 256, 2048)
+
+
+def test_same_key_same_documents():
+    a = sample_docs(BASE, rng_for(7, "zipf_lm", 3), 10)
+    assert np.array_equal(a, sample_docs(BASE, rng_for(7, "zipf_lm", 3), 10))
+    assert not np.array_equal(a, sample_docs(BASE, rng_for(7, "zipf_lm", 4), 10))
+
+
+@pytest.mark.parametrize("change, key", [
+    (dict(zipf_alpha=-1.0), "zipf_alpha"), (dict(rare_token_density=1.5), "rare_token_density"),
+    (dict(rare_rank_cutoff=4096), "rare_rank_cutoff"), (dict(long_range=2.0), "long_range"),
+    (dict(span_length=7), "span_length"), (dict(long_range=0.1, long_range_distance=300), "long_range_distance"),
+])
+def test_bad_knobs_name_their_key(change, key):
+    with pytest.raises(ConfigError, match=f"src.{key}:"):
+        dataclasses.replace(BASE, **change).validate("src")
