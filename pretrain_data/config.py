@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 
 
 @dataclass
@@ -55,12 +55,8 @@ class BurstyDataConfig:
 
         if self.kind != "bursty_fewshot":
             raise bad("kind", f"unknown generator {self.kind!r} (known: bursty_fewshot)")
-        for key in ("num_classes", "num_labels", "num_novel_classes"):
-            if getattr(self, key) < 2:
-                raise bad(key, f"must be >= 2, got {getattr(self, key)}")
-        for key in ("item_dim", "train_sequences", "eval_sequences", "shard_size"):
-            if getattr(self, key) < 1:
-                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        check_at_least(self, prefix, ("num_classes", "num_labels", "num_novel_classes"), 2)
+        check_at_least(self, prefix, ("item_dim", "train_sequences", "eval_sequences", "shard_size"), 1)
         n, b = self.context_pairs, self.burstiness
         if n < 2 or n % 2:
             raise bad("context_pairs", f"must be even and >= 2 (icl_novel puts N/2 items of 2 classes), got {n}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 
 FAMILIES = ("linear", "sparse_linear", "decision_tree", "relu2nn")
 
@@ -38,9 +38,7 @@ class FunctionClassConfig:
     def validate(self, prefix: str) -> None:
         if self.family not in FAMILIES:
             raise ConfigError(f"{prefix}.family", f"unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
-        for key in ("n_dims", "n_points", "tree_depth", "hidden"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
+        check_at_least(self, prefix, ("n_dims", "n_points", "tree_depth", "hidden"), 1)
         if not 1 <= self.sparsity <= self.n_dims:
             raise ConfigError(f"{prefix}.sparsity", f"must be in [1, n_dims={self.n_dims}], got {self.sparsity}")
         if self.noise_std < 0:

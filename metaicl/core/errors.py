@@ -15,3 +15,11 @@ class ConfigError(ValueError):
 
     def located(self, where: str) -> "ConfigError":
         return ConfigError(self.key, self.message, where)
+
+
+def check_at_least(cfg, prefix: str, keys, minimum) -> None:
+    """ConfigError naming the first of `keys` whose value on `cfg` is below `minimum`."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value < minimum:
+            raise ConfigError(f"{prefix}.{key}", f"must be >= {minimum}, got {value}")

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every Ray port on 127.0.0.1
@@ -56,10 +56,9 @@ class ClusterConfig:
     def validate(self, prefix: str = "cluster") -> None:
         if not self.address:
             raise ConfigError(f"{prefix}.address", "must be 'local' or a Ray address")
-        for key in ("num_cpus", "num_gpus"):
-            value = getattr(self, key)
-            if value is not None and value < (1 if key == "num_cpus" else 0):
-                raise ConfigError(f"{prefix}.{key}", f"must be >= {1 if key == 'num_cpus' else 0}, got {value}")
+        for key, minimum in (("num_cpus", 1), ("num_gpus", 0)):
+            if getattr(self, key) is not None:
+                check_at_least(self, prefix, (key,), minimum)
 
 
 def prepare_env(local: bool = True) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 
 ARCHS = ("gpt2", "llama")
 
@@ -28,9 +28,7 @@ class ModelConfig:
     def validate(self, prefix: str = "model") -> None:
         if self.arch not in ARCHS:
             raise ConfigError(f"{prefix}.arch", f"unknown arch {self.arch!r} (known: {', '.join(ARCHS)})")
-        for key in ("n_layer", "n_head", "d_model", "mlp_ratio"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
+        check_at_least(self, prefix, ("n_layer", "n_head", "d_model", "mlp_ratio"), 1)
         if self.d_model % self.n_head:
             raise ConfigError(f"{prefix}.n_head", f"must divide d_model={self.d_model}, got {self.n_head}")
         if self.readout_hidden < 0:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -45,12 +45,9 @@ class TrainConfig:
     """Worker failures Ray Train retries; each retry resumes from the latest checkpoint."""
 
     def validate(self, prefix: str = "train") -> None:
-        for key in ("steps", "batch_size", "eval_every", "ckpt_every", "log_every", "num_workers", "cpus_per_worker"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
-        for key in ("warmup_steps", "weight_decay", "grad_clip", "max_failures", "seed"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+        check_at_least(self, prefix, ("steps", "batch_size", "eval_every", "ckpt_every", "log_every", "num_workers",
+                                      "cpus_per_worker"), 1)
+        check_at_least(self, prefix, ("warmup_steps", "weight_decay", "grad_clip", "max_failures", "seed"), 0)
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
