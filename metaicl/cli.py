@@ -28,22 +28,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    """Build (or reuse) the data of every arm of an experiment config; print where and its statistics card."""
+    """Build (or reuse) the data of every arm of a config: its token mixture (`pretrain:`) if it has one, else the
+    few-shot data (`data:`). Prints where and the statistics card. `out_dir=` is the data directory itself
+    (`<out_dir>/<arm>` when there are several arms)."""
+    from pathlib import Path
+
     from metaicl.core.config import load_config
     from metaicl.core.ray_local import init_ray
     from metaicl.experiment import ExperimentConfig
-
-    cfg, _ = load_config(ExperimentConfig, args.config, args.overrides)
     from pretrain_data.build import build, data_dir
+    from pretrain_data.mixture import mixture_dir
     from pretrain_data.show import format_card
 
-    for name in cfg.arm_names():
+    cfg, _ = load_config(ExperimentConfig, args.config, args.overrides)
+    names = cfg.arm_names()
+    for name in names:
         arm = cfg.arm(name)
-        where = data_dir(arm.data, arm.data_root)
+        spec = arm.pretrain if arm.pretrain is not None else arm.data
+        where = (Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir else (
+            mixture_dir(spec, arm.data_root) if arm.pretrain is not None else data_dir(spec, arm.data_root))
         done = (where / "manifest.json").exists()
         if not done:
             init_ray(cfg.cluster)
-        manifest = build(arm.data, arm.data_root, progress=sys.stderr.isatty())
+        manifest = build(spec, arm.data_root, progress=sys.stderr.isatty(), out_dir=where)
         print(f"data [{name}]: {'reused' if done else 'built'} {manifest.root}")
         print(format_card(_card(manifest.root, write=False)))
     return 0
@@ -57,7 +64,14 @@ def _card(root, write: bool = True) -> dict:
 
     if (root / "stats.json").exists():
         return read_json(root / "stats.json")
-    card = stats(Manifest.read(root), remote=False)
+    manifest = Manifest.read(root)
+    if manifest.kind == "mixture":
+        from pretrain_data.mixture_config import MixtureStatsConfig
+        from pretrain_data.mixture_stats import mixture_stats
+
+        card = mixture_stats(manifest, MixtureStatsConfig(**manifest.config["stats"]), remote=False)
+    else:
+        card = stats(manifest, remote=False)
     if write:
         write_json(root / "stats.json", card)
     return card
@@ -81,10 +95,11 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_data_show(args: argparse.Namespace) -> int:
     from pretrain_data.manifest import Manifest
-    from pretrain_data.show import show
+    from pretrain_data.show import show, show_mixture
 
+    manifest = Manifest.read(_data_dir(args.dir))
     try:
-        print(show(Manifest.read(_data_dir(args.dir)), args.split, args.n))
+        print(show_mixture(manifest, args.n) if manifest.kind == "mixture" else show(manifest, args.split, args.n))
     except ValueError as err:
         raise ConfigError("--split", str(err)) from None
     return 0
@@ -114,7 +129,8 @@ def parser() -> argparse.ArgumentParser:
     stats.set_defaults(fn=cmd_data_stats)
     show = dsub.add_parser("show", help="print a few decoded sequences of a data directory")
     show.add_argument("dir", help="data directory")
-    show.add_argument("--split", default="train", help="train, icl_novel, icl_swap or iwl (default: train)")
+    show.add_argument("--split", default="train",
+                      help="few-shot data: train, icl_novel, icl_swap or iwl (default: train); mixtures: the stream")
     show.add_argument("-n", type=int, default=5, help="how many sequences (default: 5)")
     show.set_defaults(fn=cmd_data_show)
     return p

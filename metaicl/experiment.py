@@ -26,8 +26,9 @@ from metaicl.eval.icl import EvalConfig
 from metaicl.models.config import ModelConfig
 from metaicl.train.config import TrainConfig
 from pretrain_data.config import BurstyDataConfig
+from pretrain_data.mixture_config import MixtureConfig
 
-ARM_GROUPS = ("data", "model", "train", "eval")
+ARM_GROUPS = ("data", "pretrain", "model", "train", "eval")
 NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "train.num_workers",
                 "train.cpus_per_worker", "train.use_gpu", "train.log_every", "train.ckpt_every",
                 "train.max_failures", "eval.batch_size")
@@ -46,18 +47,22 @@ class ExperimentConfig:
     data_root: str = "runs/data"
     """Parent of data directories (<kind>-<data hash8>), shared by every run and arm with the same data config."""
     data: BurstyDataConfig = field(default_factory=BurstyDataConfig)
+    """Few-shot sequences the in-context classifier trains on (the spine experiment)."""
+    pretrain: Optional[MixtureConfig] = None
+    """Token-level pretraining mixture (configs/data/*.yaml); built by `metaicl data build`."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     arms: Dict[str, Any] = field(default_factory=dict)
-    """Arm name -> overrides of the groups data/model/train/eval. No arms: one arm called `main`."""
+    """Arm name -> overrides of the groups data/pretrain/model/train/eval. No arms: one arm called `main`."""
 
     def validate(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError("name", f"must be letters, digits, '_', '-' or '.', got {self.name!r}")
-        for group in ("data", "model", "train", "eval", "cluster"):
-            getattr(self, group).validate(group)
+        for group in ("data", "pretrain", "model", "train", "eval", "cluster"):
+            if getattr(self, group) is not None:
+                getattr(self, group).validate(group)
         for arm in self.arms:
             self.arm(arm)
 
@@ -85,14 +90,18 @@ class ExperimentConfig:
             raise as_config_error(err, prefix) from None
         for group in ARM_GROUPS:
             try:
-                getattr(arm_cfg, group).validate(group)
+                if getattr(arm_cfg, group) is not None:
+                    getattr(arm_cfg, group).validate(group)
             except ConfigError as err:
                 raise ConfigError(prefix + err.key, err.message) from None
         return arm_cfg
 
 
 def run_hash(cfg: ExperimentConfig) -> str:
-    return config_hash(to_dict(cfg), exclude=NON_SEMANTIC)
+    tree = to_dict(cfg)
+    if tree["pretrain"] is None:  # runs made before the group existed keep their directory
+        del tree["pretrain"]
+    return config_hash(tree, exclude=NON_SEMANTIC)
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:

@@ -24,6 +24,7 @@ from pretrain_data.bursty import SPLITS, class_table, sample_split
 from pretrain_data.config import BurstyDataConfig
 from pretrain_data.manifest import Manifest, ShardEntry
 from pretrain_data.stats import stats
+from pretrain_data.tasks import run_tasks
 
 
 def data_hash(cfg: BurstyDataConfig) -> str:
@@ -77,31 +78,25 @@ def write_class_table(cfg: BurstyDataConfig, out: Path) -> dict:
     return {"file": path.name, "sha256": file_sha256(path)}
 
 
-def build(cfg: BurstyDataConfig, data_root: str | Path, max_in_flight: int | None = None,
-          progress: bool = True) -> Manifest:
-    """Build (or reuse) the data directory for `cfg`; Ray must already be initialised.
-    `max_in_flight` caps concurrent shard tasks (default: the cluster's CPUs); it never changes the output."""
-    import ray
-    from tqdm import tqdm
+def build(cfg, data_root: str | Path, max_in_flight: int | None = None, progress: bool = True,
+          out_dir: str | Path | None = None) -> Manifest:
+    """Build (or reuse) the data directory for `cfg` (a BurstyDataConfig or a MixtureConfig); Ray must already be
+    initialised unless the directory is complete. `max_in_flight` caps concurrent shard tasks (default: the
+    cluster's CPUs); it never changes the output. `out_dir` replaces `<data_root>/<kind or name>-<hash8>`."""
+    from pretrain_data.mixture_config import MixtureConfig
 
+    if isinstance(cfg, MixtureConfig):
+        from pretrain_data.mixture import build_mixture
+
+        return build_mixture(cfg, data_root, max_in_flight, progress, out_dir)
     cfg.validate()
-    out = data_dir(cfg, data_root)
+    out = Path(out_dir) if out_dir else data_dir(cfg, data_root)
     if (out / "manifest.json").exists():
         return Manifest.read(out / "manifest.json")
     out.mkdir(parents=True, exist_ok=True)
-    task = ray.remote(num_cpus=1)(write_shard)
-    todo = plan(cfg)
-    limit = max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    pending, entries = [], []
-    bar = tqdm(total=len(todo), desc=f"data {out.name}", unit="shard", disable=not progress, leave=False)
     class_info = write_class_table(cfg, out)
-    while todo or pending:
-        while todo and len(pending) < limit:
-            pending.append(task.remote(cfg, *todo.pop(0), out))
-        done, pending = ray.wait(pending, num_returns=1)
-        entries.extend(ray.get(done))
-        bar.update(len(done))
-    bar.close()
+    entries = run_tasks(write_shard, [(cfg, *item, out) for item in plan(cfg)], f"data {out.name}",
+                        max_in_flight, progress)
     entries.sort(key=lambda e: (SPLITS.index(e.split), e.index))
     manifest = Manifest(kind=cfg.kind, config=asdict(cfg), config_hash=data_hash(cfg), shards=entries,
                         class_table=class_info, path=out / "manifest.json")

@@ -20,8 +20,12 @@ class ShardEntry:
     """Path relative to the data directory."""
     rows: int
     sha256: str
-    noise_seed: int
-    """Seed of the within-class noise drawn when this shard's items are materialised."""
+    noise_seed: int = 0
+    """Few-shot data: seed of the within-class noise drawn when this shard's items are materialised."""
+    source: str = ""
+    """Token mixtures: the source whose windows this shard holds."""
+    tokens: int = 0
+    """Token mixtures: tokens in the shard (rows x context_length)."""
 
 
 @dataclass
@@ -32,6 +36,12 @@ class Manifest:
     shards: list[ShardEntry] = field(default_factory=list)
     class_table: dict = field(default_factory=dict)
     """{"file", "sha256"} of classes.parquet (class means and training labels)."""
+    sources: dict = field(default_factory=dict)
+    """Token mixtures: per source its kind, vocabulary offset and size, weight, windows and realised tokens."""
+    blend: dict = field(default_factory=dict)
+    """Token mixtures: {"file", "sha256"} of blend.parquet, the stream's (source, window) order."""
+    vocab_size: int = 0
+    """Token mixtures: size of the shared vocabulary (id 0 = document boundary)."""
     format: int = FORMAT
     path: Path | None = None
     """Where it was read from or written to (not serialised)."""

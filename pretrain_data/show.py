@@ -25,6 +25,57 @@ def show(manifest: Manifest, split: str = "train", n: int = 5) -> str:
     return "\n".join(lines)
 
 
+def flatten(card: dict, prefix: str = "") -> dict:
+    """Nested card -> {"sources.zipf.zipf_alpha_mle": 1.2, ...}."""
+    out = {}
+    for key, value in card.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def format_card(card: dict) -> str:
-    width = max(map(len, card))
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in card.items())
+    flat = flatten(card)
+    width = max(map(len, flat))
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in flat.items())
+
+
+def show_mixture(manifest: Manifest, n: int = 5, width: int = 160) -> str:
+    """The first `n` windows of the blended stream: source, then its tokens (text decoded with the source's
+    tokenizer; synthetic ids in the source's own vocabulary), `|` marking a document boundary."""
+    from pretrain_data.pack import BOUNDARY
+
+    blend = pq.read_table(manifest.root / manifest.blend["file"]).slice(0, n).to_pylist()
+    by_ordinal = {info["ordinal"]: name for name, info in manifest.sources.items()}
+    per_shard = manifest.config["windows_per_shard"]
+    lines = [f"{manifest.root.name}: {len(manifest.shards)} shards, vocab {manifest.vocab_size}, "
+             f"first {len(blend)} windows of the stream"]
+    for position, row in enumerate(blend):
+        name = by_ordinal[row["source"]]
+        info = manifest.sources[name]
+        entry = next(s for s in manifest.shards if s.source == name and s.index == row["window"] // per_shard)
+        ids = pq.read_table(manifest.root / entry.file).column("input_ids")[row["window"] % per_shard].as_py()
+        pieces = _split_at(ids, BOUNDARY)
+        if "tokenizer" in info:
+            from pretrain_data.text import decode
+
+            vocab_json = (manifest.root / info["tokenizer"]).read_text()
+            words = [decode(vocab_json, [i - info["offset"] for i in p]) for p in pieces]
+        else:
+            words = [" ".join(str(i - info["offset"]) for i in p) for p in pieces]
+        body = " | ".join(words).replace("\n", " ")
+        lines.append(f"  [{position}] {name}: {body[:width]}{'...' if len(body) > width else ''}")
+    return "\n".join(lines)
+
+
+def _split_at(ids: list[int], boundary: int) -> list[list[int]]:
+    pieces, current = [], []
+    for i in ids:
+        if i == boundary:
+            pieces.append(current)
+            current = []
+        else:
+            current.append(i)
+    return pieces + [current]

@@ -3,8 +3,9 @@
     cfg = ZipfLMConfig(vocab_size=4096, zipf_alpha=1.2, long_range=0.3)
     docs = sample_docs(cfg, rng_for(seed, "zipf_lm", shard), n_docs=64)     # (64, doc_length) int32
 
-- Unigram law: token id r-1 has rank r and probability proportional to r^-alpha (Zipf). Han et al. 2023 and
-  Chan et al. 2022 link a flatter law (smaller alpha) and more rare tokens to stronger ICL.
+- Unigram law: token id r-1 has rank r and probability proportional to r^-alpha (Zipf). Chan et al. 2022 find
+  that the exponent trades in-context against in-weights learning (both co-exist near alpha = 1); Han et al. 2023
+  find more rare, long-tail tokens in the pretraining data that supports ICL.
 - Long tail: with `rare_token_density` set, that share of tokens comes from the ranks beyond `rare_rank_cutoff`
   (Zipf-weighted inside the tail), the rest from the head; None keeps whatever the Zipf law gives.
 - Long-range dependency: each span of `span_length` tokens is, with probability `long_range`, a copy of an earlier
@@ -30,7 +31,7 @@ class ZipfLMConfig:
     rare_token_density: Optional[float] = None
     """Share of tokens drawn from ranks > rare_rank_cutoff (long-tail density); None = what the Zipf law gives."""
     rare_rank_cutoff: int = 1024
-    """Ranks beyond this are the long tail."""
+    """Ranks beyond this are the long tail (used with rare_token_density)."""
     long_range: float = 0.0
     """Probability that a span is a copy of an earlier span of the same document."""
     long_range_distance: int = 64
@@ -48,7 +49,7 @@ class ZipfLMConfig:
             raise bad("vocab_size", f"must be >= 2, got {self.vocab_size}")
         if self.zipf_alpha < 0:
             raise bad("zipf_alpha", f"must be >= 0, got {self.zipf_alpha}")
-        if not 1 <= self.rare_rank_cutoff < self.vocab_size:
+        if self.rare_token_density is not None and not 1 <= self.rare_rank_cutoff < self.vocab_size:
             raise bad("rare_rank_cutoff", f"must be in [1, vocab_size), got {self.rare_rank_cutoff}")
         if self.rare_token_density is not None and not 0.0 <= self.rare_token_density <= 1.0:
             raise bad("rare_token_density", f"must be in [0, 1] or null, got {self.rare_token_density}")

@@ -13,6 +13,9 @@ class ConfigError(ValueError):
         at = f" ({self.where})" if self.where else ""
         return f"config error: {self.key}: {self.message}{at}"
 
+    def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (Ray tasks) intact
+        return ConfigError, (self.key, self.message, self.where)
+
     def located(self, where: str) -> "ConfigError":
         return ConfigError(self.key, self.message, where)
 

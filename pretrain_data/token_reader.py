@@ -1,0 +1,47 @@
+"""Read a token mixture back as its blended stream of windows: what a language-model trainer consumes.
+
+    stream = TokenStream(Manifest.read("runs/data/zipf-1a2b3c4d"))
+    len(stream)                    # windows in the stream
+    stream.windows([0, 1, 2])      # (3, context_length) int32, in stream order
+
+Position i is window blend.window[i] of source blend.source[i] (Megatron/OLMo blended index). Shards are read
+lazily and kept (a mixture of the default size is a few MB per source).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pretrain_data.manifest import Manifest
+from pretrain_data.reader import fixed_list
+
+
+class TokenStream:
+    def __init__(self, manifest: Manifest):
+        if manifest.kind != "mixture":
+            raise ValueError(f"{manifest.root} holds {manifest.kind!r} data, not a token mixture")
+        self.manifest = manifest
+        blend = pq.read_table(manifest.root / manifest.blend["file"])
+        self.source = blend.column("source").to_numpy()
+        self.window = blend.column("window").to_numpy()
+        self.per_shard = manifest.config["windows_per_shard"]
+        names = {info["ordinal"]: name for name, info in manifest.sources.items()}
+        self.files = {(names[o], s.index): s.file for s in manifest.shards for o in names
+                      if names[o] == s.source}
+        self.ordinal_name = names
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _shard(self, file: str) -> np.ndarray:
+        if file not in self._cache:
+            self._cache[file] = fixed_list(pq.read_table(self.manifest.root / file).column("input_ids"))
+        return self._cache[file]
+
+    def windows(self, positions) -> np.ndarray:
+        out = []
+        for p in np.asarray(positions):
+            name, w = self.ordinal_name[int(self.source[p])], int(self.window[p])
+            out.append(self._shard(self.files[(name, w // self.per_shard)])[w % self.per_shard])
+        return np.stack(out)
