@@ -32,12 +32,24 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _pyplot().close(fig)
+
+
+def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
+    plt = _pyplot()
     acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
     sets = [e for e in EVAL_SETS if e in set(acc["eval"])]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
@@ -49,10 +61,7 @@ def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
         ax.set(title=name, xlabel="step", ylim=(-0.02, 1.02))
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def summary(run_dir: Path, num_labels: int) -> str:
@@ -86,3 +95,45 @@ def write_report(run_dir: Path, title: str, num_labels: int, notes: str = "") ->
         "between the two labels in the context), 1/L for iwl.", "",
         table, "", "![accuracy vs step](icl_curves.png)", "", notes, ""]))
     return table
+
+
+MIXTURE_COLUMNS = {"share": "share", "zipf_alpha_mle": "token α (MLE)", "rare_token_density": "rare-token density",
+                   "doc_burstiness": "doc burstiness", "long_range_info_gain_bits": "long-range gain (bits)",
+                   "adjacent_doc_similarity": "adjacent-doc sim.", "random_order_similarity": "… random order",
+                   "distinct_groups": "groups", "group_entropy_bits": "group entropy (bits)"}
+
+
+def mixture_section(cards: dict[str, dict]) -> str:
+    """Markdown table of token-mixture cards (pretrain_data.mixture_stats), one row per (arm, source)."""
+    header = "| arm | source | " + " | ".join(MIXTURE_COLUMNS.values()) + " |"
+    rule = "|---|---|" + "---:|" * len(MIXTURE_COLUMNS)
+    rows = [f"| {arm} | {name} | " + " | ".join("" if s.get(k) is None else str(s[k]) for k in MIXTURE_COLUMNS) + " |"
+            for arm, card in cards.items() for name, s in card["sources"].items()]
+    return "\n".join(["## Pretraining mixture, measured", "",
+                      "Statistics card of each arm's mixture (`metaicl data stats DIR`): α fitted by maximum "
+                      "likelihood; rare-token density = share of tokens outside the most frequent "
+                      "`stats.rare_rank_cutoff` types; burstiness = within-document repetition / its iid value; "
+                      "long-range gain = bits/token a cache of the document saves a bigram model; similarity = "
+                      "cosine of consecutive documents' TF-IDF vectors, in stream order and shuffled.", "",
+                      header, rule, *rows, "", "![rank-frequency](rank_frequency.png)"])
+
+
+def plot_rank_frequency(cards: dict[str, dict], path: Path) -> None:
+    """Log-log rank-frequency curve of every (arm, source): the Zipf law each mixture really has."""
+    fig, ax = _pyplot().subplots(figsize=(5.2, 3.8))
+    for arm, card in cards.items():
+        for name, s in card["sources"].items():
+            ranks, counts = zip(*s["rank_frequency"])
+            total = s["content_tokens"]
+            ax.loglog(ranks, [c / total for c in counts], marker=".",
+                      label=f"{arm}/{name} (α={s['zipf_alpha_mle']})")
+    ax.set(xlabel="frequency rank", ylabel="token share")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def write_data_report(out: Path, title: str, cards: dict[str, dict]) -> Path:
+    """report.md + rank_frequency.png comparing the mixtures of a config's arms."""
+    plot_rank_frequency(cards, out / "rank_frequency.png")
+    write_text(out / "report.md", f"# {title}\n\n{mixture_section(cards)}\n")
+    return out / "report.md"

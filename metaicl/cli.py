@@ -20,6 +20,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from metaicl.experiment import ExperimentConfig
 
     cfg, resolved = load_config(ExperimentConfig, args.config, args.overrides)
+    if any(cfg.arm(name).pretrain is not None for name in cfg.arm_names()):
+        raise ConfigError("pretrain", "training language models on token mixtures is not built yet (issue 6); "
+                                      "build and inspect the mixture with `metaicl data build`")
     prepare_env(local=cfg.cluster.address == "local")
     from cluster.pipeline import run
 
@@ -41,7 +44,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from pretrain_data.show import format_card
 
     cfg, _ = load_config(ExperimentConfig, args.config, args.overrides)
-    names = cfg.arm_names()
+    names, mixture_cards = cfg.arm_names(), {}
     for name in names:
         arm = cfg.arm(name)
         spec = arm.pretrain if arm.pretrain is not None else arm.data
@@ -52,7 +55,15 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             init_ray(cfg.cluster)
         manifest = build(spec, arm.data_root, progress=sys.stderr.isatty(), out_dir=where)
         print(f"data [{name}]: {'reused' if done else 'built'} {manifest.root}")
-        print(format_card(_card(manifest.root, write=False)))
+        card = _card(manifest.root, write=False)
+        print(format_card(card))
+        if manifest.kind == "mixture":
+            mixture_cards[name] = card
+    if mixture_cards:
+        from cluster.report import write_data_report
+
+        where = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.runs_root) / f"{cfg.name}-data"
+        print(f"report: {write_data_report(where, f'{cfg.name}: pretraining data', mixture_cards)}")
     return 0
 
 

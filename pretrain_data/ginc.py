@@ -12,9 +12,10 @@
 - Emission is deterministic and shared: state (e, p) emits memory[e, p], a random "memory matrix" over tokens
   0..vocab_size-1. Property 0 is the delimiter property: it emits the delimiter id vocab_size for every entity, so
   documents hold the delimiter now and then (GINC's '/'), and vocab_size(cfg) = cfg.vocab_size + 1.
-- Transition matrices are mixtures of random permutations weighted by softmax(u - 1/2, transition_temp), u ~ U[0, 1):
-  a low temperature makes them nearly deterministic, as in GINC. Sampling draws the permutation of every step up
-  front (alias method, exact), so a step of all documents at once is a single gather.
+- Transition matrices are mixtures of n random permutations weighted by softmax(u - 1/2, transition_temp), u ~ U[0,
+  1): a low temperature makes them nearly deterministic, as in GINC, where about (1 - 1/n)^n = 1/3 of transitions
+  are impossible; transition_floor mixes in the uniform. Sampling draws every step's permutation up front (alias
+  method, exact), so a step of all documents at once is one gather.
 - Prompts (GINC's in-context examples): one concept and one start property per prompt; each example starts afresh at
   (random entity, that property), runs example_length steps of the concept's HMM and is followed by the delimiter;
   y is an example's last token. Such independent, delimited examples are unlike pretraining documents, which is the
@@ -50,6 +51,9 @@ class GINCConfig:
     """GINC start_temp: softmax temperature of the start distribution over hidden states; high = near uniform."""
     entity_stickiness: float = 0.9
     """GINC value_identity_coeff: weight of the identity in the entity transitions (entities persist in a document)."""
+    transition_floor: float = 0.0
+    """Weight of the uniform in each permutation mixture, so every transition is possible (GINC: 0). With 0, most
+    few-shot prompts (k=8) have probability 0 under every pretraining HMM: their delimiter jumps are impossible."""
     concept_seed: int = 0
     """Seed of the HMM parameters (transitions, memory matrix, start); documents use the rng passed in."""
 
@@ -65,8 +69,9 @@ class GINCConfig:
         for key in ("transition_temp", "start_temp"):
             if not getattr(self, key) > 0:
                 raise bad(key, f"must be > 0, got {getattr(self, key)}")
-        if not 0.0 <= self.entity_stickiness <= 1.0:
-            raise bad("entity_stickiness", f"must be in [0, 1], got {self.entity_stickiness}")
+        for key in ("entity_stickiness", "transition_floor"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise bad(key, f"must be in [0, 1], got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,13 @@ class Concepts:
     """The mixture's parameters (read-only arrays). A transition matrix is a mixture of permutations, kept as
     (weights, perms): its row i puts weight weights[k] on perms[k, i]. Hidden state s = entity * P + property."""
     entity_weights: np.ndarray
-    """(E + 1,) entity mixture weights, shared by all concepts; the last component is the identity (stickiness)."""
+    """(2E + 1,) entity mixture weights, shared by all concepts; the last component is the identity (stickiness)."""
     entity_perms: np.ndarray
-    """(E + 1, E) the entity permutations."""
+    """(2E + 1, E) the entity permutations."""
     property_weights: np.ndarray
-    """(C, P) mixture weights of each concept's property transitions."""
+    """(C, 2P) mixture weights of each concept's property transitions."""
     property_perms: np.ndarray
-    """(C, P, P) each concept's property permutations."""
+    """(C, 2P, P) each concept's property permutations."""
     memory: np.ndarray
     """(E, P) int32 token emitted by state (e, p); column 0 is the delimiter."""
     start: np.ndarray
@@ -123,10 +128,12 @@ def _matrix(weights: np.ndarray, perms: np.ndarray) -> np.ndarray:
     return out
 
 
-def _permutation_mixture(rng: np.random.Generator, n: int, temp: float) -> tuple[np.ndarray, np.ndarray]:
-    """n random permutations weighted by softmax(u - 1/2, temp) (GINC's generate_transmat_block)."""
-    weights = _softmax(rng.random(n) - 0.5, temp)
-    return weights, np.stack([rng.permutation(n) for _ in range(n)])
+def _permutation_mixture(rng: np.random.Generator, n: int, temp: float, floor: float):
+    """n random permutations weighted by softmax(u - 1/2, temp) (GINC's generate_transmat_block), then the n cyclic
+    shifts, whose equal-weight mixture is the uniform, with total weight floor."""
+    weights = np.append((1 - floor) * _softmax(rng.random(n) - 0.5, temp), np.full(n, floor / n))
+    perms = [rng.permutation(n) for _ in range(n)] + [np.roll(np.arange(n), s) for s in range(n)]
+    return weights, np.stack(perms)
 
 
 def concepts(cfg: GINCConfig) -> Concepts:
@@ -139,10 +146,10 @@ def _cached(key: tuple):
     """(Concepts, sampling tables) of GINCConfig(*key)."""
     cfg = GINCConfig(*key)
     E, P, C, seed = cfg.num_entities, cfg.num_properties, cfg.num_concepts, cfg.concept_seed
-    e_weights, e_perms = _permutation_mixture(rng_for(seed, "ginc", "entity"), E, cfg.transition_temp)
+    mixture = functools.partial(_permutation_mixture, temp=cfg.transition_temp, floor=cfg.transition_floor)
+    e_weights, e_perms = mixture(rng_for(seed, "ginc", "entity"), E)
     e_weights = np.append((1 - cfg.entity_stickiness) * e_weights, cfg.entity_stickiness)
-    p_weights, p_perms = zip(*(_permutation_mixture(rng_for(seed, "ginc", "concept", c), P, cfg.transition_temp)
-                               for c in range(C)))
+    p_weights, p_perms = zip(*(mixture(rng_for(seed, "ginc", "concept", c), P) for c in range(C)))
     memory = rng_for(seed, "ginc", "memory").integers(0, cfg.vocab_size, size=(E, P)).astype(np.int32)
     memory[:, 0] = cfg.vocab_size
     start = _softmax(rng_for(seed, "ginc", "start").random(E * P) - 0.5, cfg.start_temp)
@@ -151,10 +158,11 @@ def _cached(key: tuple):
         array.flags.writeable = False
     # Sampling tables. Row 0 draws the entity permutation, row 1 + c concept c's property permutation; a draw is the
     # offset of the permutation in the stacked table `perms`, so that perms[offset + state] is the next state.
-    K = max(E + 1, P)
+    Ke, Kp = 2 * E + 1, 2 * P  # mixture components
+    K = max(Ke, Kp)
     weights, offset = np.zeros((1 + C, K)), np.zeros((1 + C, K), np.int64)
-    weights[0, :E + 1], weights[1:, :P] = cc.entity_weights, cc.property_weights
-    offset[0, :E + 1], offset[1:, :P] = np.arange(E + 1) * E, E * (E + 1) + np.arange(C * P).reshape(C, P) * P
+    weights[0, :Ke], weights[1:, :Kp] = cc.entity_weights, cc.property_weights
+    offset[0, :Ke], offset[1:, :Kp] = np.arange(Ke) * E, Ke * E + np.arange(C * Kp).reshape(C, Kp) * P
     prob, alias = _alias(weights)
     perms = np.concatenate([cc.entity_perms.ravel(), cc.property_perms.ravel()])
     return cc, (perms, K, (np.arange(K) + prob).ravel(), offset.ravel(), np.take_along_axis(offset, alias, 1).ravel())

@@ -94,6 +94,9 @@ def source_card(partials: list[dict], vocab: int, cfg) -> dict:
         "rare_token_density": round(float(ranked[cfg.rare_rank_cutoff:].sum() / max(counts.sum(), 1)), 4),
         "token_entropy_bits": round(entropy_bits(counts), 4),
     }
+    types = int((counts > 0).sum())
+    ranks = np.unique(np.geomspace(1, max(types, 1), 24).round().astype(int))
+    card["rank_frequency"] = [[int(r), int(ranked[r - 1])] for r in ranks]  # for the log-log plot in the report
     card.update(document_level([d for p in partials for d in p["sample"]], cfg, vocab))
     card.update({
         "adjacent_doc_similarity": round(sum(p["adjacent"] for p in partials) / pairs, 4) if pairs else None,
