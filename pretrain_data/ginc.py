@@ -5,21 +5,16 @@
     prompts = few_shot_prompts(cfg, rng_for(seed, "ginc_eval"), n_prompts=100, k=8, example_length=3)
     prompts["tokens"], prompts["answer"], prompts["concept"]    # (100, 8*4 + 2), (100,), (100,)
 
-- Hidden state (entity e, property p), index e * num_properties + p. Next entity and next property are drawn
-  independently: the entity from sticky transitions shared by all concepts, the property from the concept's own
-  transitions, so transition[c] = kron(entity_trans, property_trans[c]). A concept is an HMM; pretraining documents
-  come from a mixture of num_concepts HMMs, a document's concept drawn uniformly.
-- Emission is deterministic and shared: state (e, p) emits memory[e, p], a random "memory matrix" over tokens
-  0..vocab_size-1. Property 0 is the delimiter property: it emits the delimiter id vocab_size for every entity, so
-  documents hold the delimiter now and then (GINC's '/'), and vocab_size(cfg) = cfg.vocab_size + 1.
-- Transition matrices are mixtures of n random permutations weighted by softmax(u - 1/2, transition_temp), u ~ U[0,
-  1): a low temperature makes them nearly deterministic, as in GINC, where about (1 - 1/n)^n = 1/3 of transitions
-  are impossible; transition_floor mixes in the uniform. Sampling draws every step's permutation up front (alias
-  method, exact), so a step of all documents at once is one gather.
-- Prompts (GINC's in-context examples): one concept and one start property per prompt; each example starts afresh at
-  (random entity, that property), runs example_length steps of the concept's HMM and is followed by the delimiter;
-  y is an example's last token. Such independent, delimited examples are unlike pretraining documents, which is the
-  paper's point: in-context learning is inference of the concept the examples share.
+- Hidden state (entity e, property p), index e * num_properties + p. The next entity (sticky transitions shared by
+  all concepts) and the next property (the concept's own transitions) are drawn independently, so transition[c] =
+  kron(entity_trans, property_trans[c]). Documents come from the mixture of these HMMs, concept drawn uniformly.
+- Emission is deterministic and shared: (e, p) emits memory[e, p], a random "memory matrix" over tokens
+  0..vocab_size-1, except property 0, which emits the delimiter id vocab_size (GINC's '/', also seen in documents).
+- Transitions are mixtures of n random permutations weighted by softmax(u - 1/2, transition_temp), ~1/3 of them
+  impossible unless transition_floor > 0. Sampling draws every step's permutation up front (alias method, exact).
+- Prompts: one concept and one start property per prompt; each example starts afresh at (random entity, that
+  property), runs example_length steps of the concept's HMM (its last token is y) and is followed by the delimiter.
+  Such independent, delimited examples are unlike documents: in-context learning is inferring the shared concept.
 """
 from __future__ import annotations
 
@@ -76,8 +71,8 @@ class GINCConfig:
 
 @dataclass(frozen=True)
 class Concepts:
-    """The mixture's parameters (read-only arrays). A transition matrix is a mixture of permutations, kept as
-    (weights, perms): its row i puts weight weights[k] on perms[k, i]. Hidden state s = entity * P + property."""
+    """The mixture's parameters (read-only). A transition matrix is kept as a mixture of permutations (weights,
+    perms): its row i puts weight weights[k] on perms[k, i]."""
     entity_weights: np.ndarray
     """(2E + 1,) entity mixture weights, shared by all concepts; the last component is the identity (stickiness)."""
     entity_perms: np.ndarray
@@ -118,8 +113,7 @@ def vocab_size(cfg: GINCConfig) -> int:
 
 
 def _softmax(x: np.ndarray, temp: float) -> np.ndarray:
-    z = np.exp((x - x.max()) / temp)
-    return z / z.sum()
+    return (z := np.exp((x - x.max()) / temp)) / z.sum()
 
 
 def _matrix(weights: np.ndarray, perms: np.ndarray) -> np.ndarray:
@@ -156,10 +150,9 @@ def _cached(key: tuple):
     cc = Concepts(e_weights, np.vstack([e_perms, np.arange(E)]), np.stack(p_weights), np.stack(p_perms), memory, start)
     for array in dataclasses.astuple(cc):
         array.flags.writeable = False
-    # Sampling tables. Row 0 draws the entity permutation, row 1 + c concept c's property permutation; a draw is the
-    # offset of the permutation in the stacked table `perms`, so that perms[offset + state] is the next state.
-    Ke, Kp = 2 * E + 1, 2 * P  # mixture components
-    K = max(Ke, Kp)
+    # Sampling tables: row 0 draws an entity permutation, row 1 + c a property permutation of concept c, as its
+    # offset in the stacked table `perms`, so that perms[offset + state] is the next state.
+    Ke, Kp, K = 2 * E + 1, 2 * P, max(2 * E + 1, 2 * P)  # mixture components
     weights, offset = np.zeros((1 + C, K)), np.zeros((1 + C, K), np.int64)
     weights[0, :Ke], weights[1:, :Kp] = cc.entity_weights, cc.property_weights
     offset[0, :Ke], offset[1:, :Kp] = np.arange(Ke) * E, Ke * E + np.arange(C * Kp).reshape(C, Kp) * P
@@ -187,16 +180,22 @@ def _walk(cfg: GINCConfig, concept: np.ndarray, entity: np.ndarray, prop: np.nda
     """(n, length) int32 tokens of n hidden chains started at (entity, prop), each under its concept's HMM."""
     cc, (perms, K, threshold, keep, alias) = _cached(dataclasses.astuple(cfg))
     n, P = len(concept), cfg.num_properties
-    x = rng.random((max(length - 1, 0), 2 * n)) * K  # columns: n entity chains, then n property chains
+    x = rng.random((max(length - 1, 0), 2 * n))  # columns: n entity chains, then n property chains
+    x *= K
     at = x.astype(np.int64)  # x < K, so a component j in 0..K-1; x - j is the alias method's second uniform
     at += np.concatenate([np.zeros(n, np.int64), 1 + np.asarray(concept, np.int64)]) * K
-    at = np.where(x < threshold[at], keep[at], alias[at])
+    buffer = threshold.take(at, mode="clip")  # few large temporaries: fresh pages cost as much as the arithmetic
+    kept = x < buffer
+    offsets = keep.take(at, mode="clip", out=x.view(np.int64))
+    np.copyto(offsets, alias.take(at, mode="clip", out=buffer.view(np.int64)), where=~kept)
     state = np.empty((length, 2 * n), np.int64)  # time-major, so that each step writes one contiguous row
     state[0, :n], state[0, n:] = entity, prop
     for t in range(1, length):
-        at[t - 1] += state[t - 1]
-        np.take(perms, at[t - 1], out=state[t])
-    return np.ascontiguousarray(cc.memory.ravel()[(state[:, :n] * P + state[:, n:]).T])
+        offsets[t - 1] += state[t - 1]
+        np.take(perms, offsets[t - 1], mode="clip", out=state[t])
+    state[:, :n] *= P
+    state[:, :n] += state[:, n:]
+    return np.ascontiguousarray(cc.memory.ravel().take(state[:, :n].T, mode="clip"))
 
 
 def sample_docs(cfg: GINCConfig, rng: np.random.Generator, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +218,6 @@ def few_shot_prompts(cfg: GINCConfig, rng: np.random.Generator, n_prompts: int, 
     start_prop = rng.integers(1, cfg.num_properties, size=n_prompts)  # one per prompt, as in GINC; never 0
     entity = rng.integers(0, cfg.num_entities, size=n_prompts * m)     # a fresh entity per example
     tokens = _walk(cfg, np.repeat(concept, m), entity, np.repeat(start_prop, m), example_length, rng)
-    delim = np.full((n_prompts * m, 1), cfg.vocab_size, np.int32)
-    seq = np.concatenate([tokens, delim], axis=1).reshape(n_prompts, m * (example_length + 1))
+    seq = np.pad(tokens, ((0, 0), (0, 1)), constant_values=cfg.vocab_size).reshape(n_prompts, m * (example_length + 1))
     return {"tokens": np.ascontiguousarray(seq[:, :-2]), "answer": seq[:, -2].copy(),
             "concept": concept.astype(np.int32)}
