@@ -7,7 +7,6 @@ results.parquet and report.md), and the run says so. Ray is started only if some
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from metaicl.core.io import read_json, write_parquet, write_text
+from metaicl.core.io import copy_file, read_json, write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
 from metaicl.train.arm import DONE_FILE, ArmSpec
@@ -81,7 +80,9 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
             build(arms[name].data, arms[name].data_root, progress=progress)
             echo(f"data [{name}]: built {manifest_path.parent} in {time.perf_counter() - t:.1f}s")
         Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(manifest_path, Path(spec.out_dir) / "data_manifest.json")
+        copy_file(manifest_path, Path(spec.out_dir) / "data_manifest.json")
+        if (manifest_path.parent / "stats.json").exists():  # the run carries its data's card (aggregation)
+            copy_file(manifest_path.parent / "stats.json", Path(spec.out_dir) / "data_stats.json")
 
     todo = [s for s in specs.values() if not s.done]
     for spec in specs.values():

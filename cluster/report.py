@@ -25,11 +25,19 @@ def final_table(results: pd.DataFrame, num_labels: int) -> pd.DataFrame:
     return table
 
 
-def format_table(table: pd.DataFrame) -> str:
-    header = "| arm | " + " | ".join(table.columns) + " |"
-    rule = "|---|" + "---:|" * len(table.columns)
-    rows = [f"| {arm} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for arm, row in table.iterrows()]
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame (its index dropped) as a markdown table; floats rounded to `digits`."""
+    def cell(v) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
+
+
+def format_table(table: pd.DataFrame) -> str:
+    return markdown_table(table.rename_axis("arm").reset_index())
 
 
 def _pyplot():

@@ -30,6 +30,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from metaicl.core.ray_local import prepare_env
+
+    prepare_env()
+    from cluster.sweep import run_sweep
+
+    run_sweep(args.config, args.overrides)
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from cluster.aggregate import aggregate
+    from metaicl.core.io import write_parquet
+
+    table = aggregate(args.runs)
+    out = args.out or f"{args.runs[0].rstrip('/')}/aggregate.parquet"
+    write_parquet(out, pa.Table.from_pandas(table, preserve_index=False))
+    print(f"{out}: {len(table)} rows, {table.run.nunique()} runs, {len(table.columns)} columns")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cluster.aggregate import aggregate
+    from cluster.sweep_report import write_sweep_report
+
+    root = Path(args.runs)
+    print(write_sweep_report(root, aggregate([root]), title=args.title or root.name))
+    return 0
+
+
 def cmd_data_build(args: argparse.Namespace) -> int:
     """Build (or reuse) the data of every arm of a config: its token mixture (`pretrain:`) if it has one, else the
     few-shot data (`data:`). Prints where and the statistics card. `out_dir=` is the data directory itself
@@ -128,6 +162,22 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="experiment YAML, e.g. configs/quickstart.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     run.set_defaults(fn=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run every trial of CONFIG's sweep: block with Ray Tune, then aggregate "
+                                         "and report", description="Each trial is a full run in its own hashed run "
+                           "directory under out_dir (default runs_root/<name>-sweep); finished trials are skipped.")
+    sweep.add_argument("config", help="experiment YAML with a sweep: block, e.g. configs/sweeps/burstiness_zipf.yaml")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    sweep.set_defaults(fn=cmd_sweep)
+    agg = sub.add_parser("aggregate", help="every run under RUNS_DIR... as one parquet table (config, card, results)")
+    agg.add_argument("runs", nargs="+", metavar="RUNS_DIR")
+    agg.add_argument("--out", help="output parquet (default: RUNS_DIR/aggregate.parquet)")
+    agg.set_defaults(fn=cmd_aggregate)
+    rep = sub.add_parser("report", help="report.md + report.html of the runs under RUNS_DIR (phase diagram, curves, "
+                                        "attribution)")
+    rep.add_argument("runs", metavar="RUNS_DIR")
+    rep.add_argument("--title", help="report title (default: the directory name)")
+    rep.set_defaults(fn=cmd_report)
 
     data = sub.add_parser("data", help="build, measure and look at data directories")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

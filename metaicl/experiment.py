@@ -10,16 +10,17 @@ so the model and the budget are identical across arms by construction.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from metaicl.core.config import as_config_error, merge_checked, to_dict
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.hashing import config_hash
 from metaicl.core.ray_local import ClusterConfig
 from metaicl.eval.icl import EvalConfig
@@ -29,11 +30,44 @@ from pretrain_data.config import BurstyDataConfig
 from pretrain_data.mixture_config import MixtureConfig
 
 ARM_GROUPS = ("data", "pretrain", "model", "train", "eval")
-NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "train.num_workers",
+NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "train.num_workers",
                 "train.cpus_per_worker", "train.use_gpu", "train.log_every", "train.ckpt_every",
                 "train.max_failures", "eval.batch_size")
 """Knobs left out of the run hash: where things go and how many resources they use, not what is computed."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class SweepConfig:
+    """`metaicl sweep`: trials = every grid point (and every listed point), each run once per seed."""
+    grid: Dict[str, Any] = field(default_factory=dict)
+    """Dotted key -> list of values; the trials are their cartesian product (e.g. data.burstiness: [0, 2, 4])."""
+    points: List[Any] = field(default_factory=list)
+    """Explicit trials, each a mapping of dotted key -> value, added after the grid's."""
+    seeds: List[int] = field(default_factory=list)
+    """Each trial runs once per seed, with data.seed = train.seed = seed; empty = the config's seeds."""
+    max_concurrent_trials: int = 2
+    """Trials Ray Tune runs at once (each trial's arms hold their own Ray Train workers)."""
+
+    def validate(self, prefix: str = "sweep") -> None:
+        if not self.grid and not self.points:
+            raise ConfigError(f"{prefix}.grid", "a sweep needs a grid or points")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{prefix}.grid.{key}", f"must be a non-empty list of values, got {values!r}")
+        for i, point in enumerate(self.points):
+            if not isinstance(point, dict) or not point:
+                raise ConfigError(f"{prefix}.points.{i}", f"must be a mapping of key: value, got {point!r}")
+        check_at_least(self, prefix, ("max_concurrent_trials",), 1)
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial's overrides (dotted key -> value), in a fixed order: grid points, points, then seeds."""
+        keys = list(self.grid)
+        base = [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))] if keys else []
+        base += [dict(p) for p in self.points]
+        if not self.seeds:
+            return base
+        return [{**b, "data.seed": s, "train.seed": s} for b in base for s in self.seeds]
 
 
 @dataclass
@@ -54,13 +88,15 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    sweep: Optional[SweepConfig] = None
+    """Grid of trials for `metaicl sweep` (ignored by `metaicl run`; not part of the run hash)."""
     arms: Dict[str, Any] = field(default_factory=dict)
     """Arm name -> overrides of the groups data/pretrain/model/train/eval. No arms: one arm called `main`."""
 
     def validate(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError("name", f"must be letters, digits, '_', '-' or '.', got {self.name!r}")
-        for group in ("data", "pretrain", "model", "train", "eval", "cluster"):
+        for group in ("data", "pretrain", "model", "train", "eval", "cluster", "sweep"):
             if getattr(self, group) is not None:
                 getattr(self, group).validate(group)
         for arm in self.arms:
@@ -101,6 +137,7 @@ def run_hash(cfg: ExperimentConfig) -> str:
     tree = to_dict(cfg)
     if tree["pretrain"] is None:  # runs made before the group existed keep their directory
         del tree["pretrain"]
+    tree.pop("sweep")
     return config_hash(tree, exclude=NON_SEMANTIC)
 
 

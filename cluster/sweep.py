@@ -1,0 +1,154 @@
+"""`metaicl sweep CONFIG`: every trial of the config's `sweep:` block is a full pipeline run, scheduled by Ray Tune.
+
+    root = run_sweep("configs/sweeps/burstiness_zipf.yaml", ["sweep.max_concurrent_trials=2"])
+
+- Each trial is the base config plus its overrides, run by `cluster.pipeline.run` in its own content-hashed run
+  directory `<sweep root>/<name>-<hash8>` (sweep root: `out_dir`, else `<runs_root>/<name>-sweep`).
+- Every trial config is loaded and validated before anything runs: a bad grid value is one error.
+- Finished trials (results.parquet + report.md present) are skipped, so resubmitting a sweep runs only what is
+  missing and an interrupted sweep resumes (an interrupted arm resumes from its latest checkpoint).
+- Shared stages run once: the sweep builds every distinct data directory first (Ray tasks), then trials train.
+- Ray Tune runs the trials (`max_concurrent_trials`); a trial holds a sliver of a CPU, and its arms' Ray Train
+  workers hold the real resources (Ray Train inside a Tune function trainable, as Ray recommends).
+- At the end the sweep is aggregated (aggregate.parquet) and reported (report.md, report.html).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from metaicl.core.config import load_config, to_yaml
+from metaicl.core.errors import ConfigError
+from metaicl.core.io import write_parquet, write_text
+from metaicl.core.ray_local import init_ray
+from metaicl.experiment import ExperimentConfig, run_dir
+from pretrain_data.build import build, data_dir
+
+TRIAL_CPUS = 0.01
+"""What a trial itself reserves: it only waits on its arms' trainers, which reserve their own workers."""
+
+
+def sweep_root(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else Path(cfg.runs_root) / f"{cfg.name}-sweep"
+
+
+def override_strings(overrides: dict) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]  # JSON is YAML
+
+
+def plan(config_path: str | Path, overrides: Sequence[str]) -> tuple[ExperimentConfig, Path, list[dict]]:
+    """(base config, sweep root, trials); each trial: overrides, resolved config, YAML and run directory."""
+    base, _ = load_config(ExperimentConfig, config_path, overrides)
+    if base.sweep is None:
+        raise ConfigError("sweep", f"{config_path} has no sweep: block (grid/points/seeds)")
+    root = sweep_root(base)
+    trials = []
+    for i, point in enumerate(base.sweep.trials()):
+        extra = override_strings(point) + [f"runs_root={json.dumps(str(root))}", "out_dir=null", "sweep=null"]
+        try:
+            cfg, resolved = load_config(ExperimentConfig, config_path, [*overrides, *extra])
+        except ConfigError as err:
+            raise ConfigError(err.key, err.message, f"sweep trial {i}: {point}") from None
+        trials.append({"trial": i, "overrides": point, "cfg": cfg, "yaml": to_yaml(resolved),
+                       "run_dir": run_dir(cfg)})
+    return base, root, trials
+
+
+def is_done(path: Path) -> bool:
+    return (path / "results.parquet").exists() and (path / "report.md").exists()
+
+
+def build_shared_data(trials: list[dict], echo: Callable[[str], None]) -> None:
+    """Every distinct data directory the trials need, built once before any trial trains."""
+    seen = {}
+    for trial in trials:
+        cfg = trial["cfg"]
+        for name in cfg.arm_names():
+            arm = cfg.arm(name)
+            seen.setdefault(data_dir(arm.data, arm.data_root), arm)
+    todo = [(where, arm) for where, arm in seen.items() if not (where / "manifest.json").exists()]
+    for where, arm in todo:
+        build(arm.data, arm.data_root, progress=False)
+    echo(f"data: {len(seen)} distinct data directories ({len(todo)} built, {len(seen) - len(todo)} reused)")
+
+
+def _trial(config: dict, trials: list[dict]) -> None:
+    """Ray Tune function trainable: one full pipeline run."""
+    from ray import tune
+
+    from cluster.pipeline import run
+
+    trial = trials[config["trial"]]
+    started = time.perf_counter()
+    out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False)
+    tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1)})
+
+
+def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Path:
+    from ray import tune
+
+    started = time.perf_counter()
+    base, root, trials = plan(config_path, overrides)
+    todo = [t for t in trials if not is_done(t["run_dir"])]
+    echo(f"sweep {root}: {len(trials)} trials, {len(trials) - len(todo)} done already, {len(todo)} to run")
+    root.mkdir(parents=True, exist_ok=True)
+    write_text(root / "sweep.yaml", to_yaml(base))
+    if todo:
+        init_ray(base.cluster)
+        build_shared_data(todo, echo)
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(_trial, trials=todo), {"cpu": TRIAL_CPUS}),
+            param_space={"trial": tune.grid_search(list(range(len(todo))))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=base.sweep.max_concurrent_trials),
+            run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str((root / "tune").absolute()),
+                                      verbose=0, callbacks=[echo_callback(todo)]))
+        grid = tuner.fit()
+        failed = [todo[r.config["trial"]] for r in grid if r.error is not None]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(todo)} trials failed: "
+                               + "; ".join(f"trial {t['trial']} {t['overrides']}" for t in failed)
+                               + f" (Ray Tune logs under {root / 'tune'})")
+    write_trials(root, trials)
+    from cluster.aggregate import aggregate
+    from cluster.sweep_report import write_sweep_report
+
+    table = aggregate([root])
+    write_parquet(root / "aggregate.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    report = write_sweep_report(root, table, title=f"{base.name}: sweep")
+    echo(f"aggregate: {root / 'aggregate.parquet'} ({len(table)} rows); report: {report} "
+         f"({time.perf_counter() - started:.0f}s)")
+    return root
+
+
+def write_trials(root: Path, trials: list[dict]) -> None:
+    rows = [{"trial": t["trial"], "overrides": json.dumps(t["overrides"], sort_keys=True),
+             "run_dir": t["run_dir"].name, "done": is_done(t["run_dir"])} for t in trials]
+    write_parquet(root / "trials.parquet", pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False))
+
+
+def echo_callback(planned: list[dict]):
+    """A Ray Tune callback that prints one line per finished trial (Tune's own status table is off). It prints
+    itself: Tune pickles its callbacks, and a captured `print` may not pickle once a library has wrapped it."""
+    from ray.tune import Callback
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
+    class Echo(Callback):
+        finished = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.finished += 1
+            t = planned[trial.config["trial"]]
+            seconds = (trial.last_result or {}).get("seconds", "?")
+            echo(f"trial {self.finished}/{len(planned)} done: {t['overrides']} -> {t['run_dir'].name} ({seconds}s)")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            echo(f"trial failed: {planned[trial.config['trial']]['overrides']}")
+
+    return Echo()

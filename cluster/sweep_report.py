@@ -1,0 +1,201 @@
+"""`metaicl report RUNS_DIR`: a sweep's aggregate table as report.md + a standalone report.html with plots.
+
+    write_sweep_report(root, aggregate([root]), "burstiness x zipf")
+
+Sections: the final-accuracy table per trial (mean and worst over seeds); the ICL vs IWL phase diagram over the
+first two swept keys (Chan et al. 2022 Fig. 3 style: icl_novel and iwl accuracy as heat maps); k-shot curves when
+the context size varies; accuracy over training; and a first attribution view: for each data-card statistic that
+varies across the sweep, the slope of final accuracy on that statistic (standardised, one SD), with a bootstrap
+95% interval over trials. Correlational, across the sweep's own grid: a statistic that moves with a swept knob
+shares its slope.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cluster.report import _pyplot, _save, markdown_table
+from metaicl.core.io import write_text
+from metaicl.core.seeding import rng_for
+
+SETS = ("icl_novel", "icl_swap", "iwl")
+SEED_KEYS = ("cfg.data.seed", "cfg.train.seed")
+
+
+def swept_keys(table: pd.DataFrame) -> list[str]:
+    """Config columns that take more than one value across the runs (seeds aside)."""
+    cols = [c for c in table.columns if c.startswith("cfg.") and c not in SEED_KEYS]
+    return [c for c in cols if table[c].astype(str).nunique() > 1]
+
+
+def final_accuracy(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy on each eval set at each (run, arm)'s last step: one row per (run, arm, eval)."""
+    acc = table[(table.metric == "accuracy") & table["eval"].isin(SETS)]
+    return acc[acc.step == acc.groupby(["run", "arm"]).step.transform("max")]
+
+
+def trial_table(final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Swept keys x eval set: mean and worst accuracy over seeds, and how many seeds."""
+    keys = keys or ["arm"]
+    wide = final.pivot_table(index=keys + ["run", "arm"], columns="eval", values="value").reset_index()
+    sets = [s for s in SETS if s in wide.columns]
+    grouped = wide.groupby(keys, dropna=False)[sets]
+    out = grouped.mean().add_suffix(" mean").join(grouped.min().add_suffix(" worst"))
+    out["seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def phase_diagram(final: pd.DataFrame, x: str, y: str, path: Path) -> None:
+    plt = _pyplot()
+    sets = [s for s in ("icl_novel", "iwl") if s in set(final["eval"])]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.4 * len(sets), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        grid = final[final["eval"] == name].pivot_table(index=y, columns=x, values="value", aggfunc="mean")
+        image = ax.imshow(grid.values, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set(xticks=range(grid.shape[1]), xticklabels=grid.columns, yticks=range(grid.shape[0]),
+               yticklabels=grid.index, xlabel=x.removeprefix("cfg."), ylabel=y.removeprefix("cfg."), title=name)
+        for (i, j), v in np.ndenumerate(grid.values):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def curves(table: pd.DataFrame, keys: list[str], path: Path, against: str = "step") -> None:
+    """Accuracy against `against` (training step, or context size for k-shot curves), one line per setting of
+    the other swept keys, mean over seeds."""
+    plt = _pyplot()
+    if against == "step":
+        acc = table[(table.metric == "accuracy") & table["eval"].isin(SETS)]
+    else:
+        acc = final_accuracy(table)
+    sets = [s for s in SETS if s in set(acc["eval"])]
+    groups = [k for k in keys if k != against] or ["arm"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for label, rows in acc[acc["eval"] == name].groupby(groups, dropna=False):
+            mean = rows.groupby(against).value.mean()
+            text = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(groups, np.atleast_1d(label)))
+            ax.plot(mean.index, mean.values, marker=".", label=text)
+        ax.set(title=name, xlabel=against.removeprefix("cfg."), ylim=(-0.02, 1.02))
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=6)
+    _save(fig, path)
+
+
+def attribution(final: pd.DataFrame, boots: int = 2000) -> pd.DataFrame:
+    """Per (eval set, card statistic): OLS slope of accuracy per one SD of the statistic across (run, arm)
+    points, bootstrap 95% interval (resampling points), R^2 and n."""
+    cards = [c for c in final.columns if c.startswith("card.") and pd.api.types.is_numeric_dtype(final[c])]
+    rows = []
+    for name in ("icl_novel", "iwl"):
+        points = final[final["eval"] == name]
+        for stat in cards:
+            x, y = points[stat].to_numpy(float), points["value"].to_numpy(float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            x, y = x[ok], y[ok]
+            if len(x) < 3 or x.std() == 0:
+                continue
+            z = (x - x.mean()) / x.std()
+            slope = float(np.polyfit(z, y, 1)[0])
+            rng = rng_for(0, "attribution", name, stat)
+            samples = []
+            for _ in range(boots):
+                pick = rng.integers(0, len(z), len(z))
+                if z[pick].std() > 0:
+                    samples.append(np.polyfit(z[pick], y[pick], 1)[0])
+            lo, hi = np.percentile(samples, [2.5, 97.5])
+            r2 = float(np.corrcoef(z, y)[0, 1] ** 2)
+            rows.append({"eval": name, "statistic": stat.removeprefix("card."), "slope_per_sd": round(slope, 4),
+                         "ci_low": round(float(lo), 4), "ci_high": round(float(hi), 4), "r2": round(r2, 3),
+                         "n": len(z)})
+    return pd.DataFrame(rows)
+
+
+def attribution_plot(attr: pd.DataFrame, path: Path) -> None:
+    plt = _pyplot()
+    sets = list(dict.fromkeys(attr["eval"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 0.4 * attr.statistic.nunique() + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        rows = attr[attr["eval"] == name]
+        pos = np.arange(len(rows))
+        ax.errorbar(rows.slope_per_sd, pos, xerr=[rows.slope_per_sd - rows.ci_low, rows.ci_high - rows.slope_per_sd],
+                    fmt="o", capsize=3)
+        ax.axvline(0, color="grey", linewidth=1)
+        ax.set(yticks=pos, yticklabels=rows.statistic, title=name, xlabel="accuracy change per SD of statistic")
+    _save(fig, path)
+
+
+def write_sweep_report(root: Path, table: pd.DataFrame, title: str) -> Path:
+    keys = swept_keys(table)
+    final = final_accuracy(table)
+    md, figures = [f"# {title}", "", f"{table.run.nunique()} runs, {len(final.groupby(['run', 'arm']))} "
+                   f"(run, arm) points; swept: {', '.join(k.removeprefix('cfg.') for k in keys) or 'nothing'}.", "",
+                   "## Final accuracy (mean and worst over seeds)", "",
+                   markdown_table(trial_table(final, keys))], []
+    if len(keys) >= 2:
+        phase_diagram(final, keys[0], keys[1], root / "phase_diagram.png")
+        figures.append(("ICL vs IWL phase diagram", "phase_diagram.png"))
+    k_key = "k" if "k" in table.columns else ("cfg.data.context_pairs" if "cfg.data.context_pairs" in keys else None)
+    if k_key:
+        curves(table, keys, root / "kshot_curves.png", against=k_key)
+        figures.append(("k-shot curves", "kshot_curves.png"))
+    else:
+        md += ["", "No k-shot curves: the context size does not vary in these runs."]
+    curves(table, keys, root / "training_curves.png")
+    figures.append(("Accuracy over training", "training_curves.png"))
+    attr = attribution(final)
+    md += ["", "## Attribution: which data statistic moves which ICL metric", "",
+           "Slope of final accuracy per one standard deviation of each data-card statistic across the sweep's "
+           "(run, arm) points, with a bootstrap 95% interval; correlational, so statistics that move together "
+           "with one swept knob share a slope.", ""]
+    if len(attr):
+        attribution_plot(attr, root / "attribution.png")
+        figures.append(("Attribution", "attribution.png"))
+        md.append(markdown_table(attr))
+    else:
+        md.append("(Needs at least 3 (run, arm) points and a card statistic that varies across them.)")
+    for caption, file in figures:
+        md += ["", f"## {caption}", "", f"![{caption}]({file})"]
+    write_text(root / "report.md", "\n".join(md) + "\n")
+    write_text(root / "report.html", to_html(title, md, root))
+    return root / "report.html"
+
+
+def to_html(title: str, md_lines: list[str], root: Path) -> str:
+    """A standalone page: markdown tables become HTML tables, images are embedded as base64."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            cells = [[c.strip() for c in row.strip("|").split("|")] for row in table if not set(row) <= set("|-:")]
+            head, *rows = cells
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                        + "</table>")
+            table.clear()
+
+    for line in "\n".join(md_lines).splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            caption, file = line[2:].split("](")
+            data = base64.b64encode((root / file.rstrip(")")).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

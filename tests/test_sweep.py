@@ -1,0 +1,103 @@
+"""`metaicl sweep / aggregate / report`: every trial runs once, a rerun skips them all, one table, one report."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cluster.sweep_report import attribution, final_accuracy, swept_keys
+from metaicl.core.config import load_config
+from metaicl.experiment import ExperimentConfig, SweepConfig
+from tests.conftest import ROOT
+
+EXE = str(Path(sys.executable).with_name("metaicl"))
+TINY_SWEEP = ROOT / "configs" / "sweeps" / "tiny.yaml"
+
+
+def metaicl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_grid_points_and_seeds_expand_in_a_fixed_order():
+    sweep = SweepConfig(grid={"data.burstiness": [0, 4], "model.d_model": [16]}, points=[{"train.lr": 0.1}],
+                        seeds=[0, 1])
+    trials = sweep.trials()
+    assert len(trials) == 6
+    assert trials[0] == {"data.burstiness": 0, "model.d_model": 16, "data.seed": 0, "train.seed": 0}
+    assert trials[-1] == {"train.lr": 0.1, "data.seed": 1, "train.seed": 1}
+
+
+def test_a_bad_grid_value_is_one_error_naming_the_trial(tmp_path):
+    proc = metaicl("sweep", str(TINY_SWEEP), "sweep.grid={data.burstiness: [3]}", f"out_dir={tmp_path}/s",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "data.burstiness: B=3 does not divide" in proc.stderr and "sweep trial 0" in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_runs_each_trial_once_then_skips_them_all(tmp_path):
+    args = ("sweep", str(TINY_SWEEP), f"out_dir={tmp_path}/sweep", f"data_root={tmp_path}/data", "cluster.num_cpus=2")
+    first = metaicl(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 trials, 0 done already, 2 to run" in first.stdout
+    assert "data: 2 distinct data directories (2 built, 0 reused)" in first.stdout
+    root = tmp_path / "sweep"
+    runs = sorted(p for p in root.iterdir() if (p / "results.parquet").exists())
+    assert len(runs) == 2
+    table = pd.read_parquet(root / "aggregate.parquet")
+    assert sorted(table["cfg.data.burstiness"].unique()) == [0, 2]
+    assert {"run", "arm", "step", "eval", "metric", "value", "seed", "card.burstiness_ratio"} <= set(table.columns)
+    html = (root / "report.html").read_text()
+    assert "data:image/png;base64," in html and "icl_novel mean" in html
+
+    again = metaicl(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 trials, 2 done already, 0 to run" in again.stdout
+    assert "ray" not in again.stdout.lower().replace("aggregate", "")  # nothing left to schedule: Ray not started
+    assert [(r / "results.parquet").stat().st_mtime_ns for r in runs] == \
+        [(r / "results.parquet").stat().st_mtime_ns for r in sorted(p for p in root.iterdir()
+                                                                   if (p / "results.parquet").exists())]
+
+    agg = metaicl("aggregate", str(root), "--out", str(tmp_path / "all.parquet"), cwd=tmp_path)
+    assert agg.returncode == 0 and pd.read_parquet(tmp_path / "all.parquet").equals(table)
+    rep = metaicl("report", str(root), "--title", "again", cwd=tmp_path)
+    assert rep.returncode == 0 and "<h1>again</h1>" in (root / "report.html").read_text()
+
+
+def test_sweep_needs_a_sweep_block(tmp_path):
+    proc = metaicl("sweep", str(ROOT / "configs" / "tiny.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "config error: sweep: " in proc.stderr and "has no sweep: block" in proc.stderr
+
+
+def synthetic_final(n: int = 40) -> pd.DataFrame:
+    """(run, arm) points whose icl_novel accuracy rises 0.1 per SD of `card.driver` and ignores `card.noise`."""
+    rng = np.random.default_rng(0)
+    driver, noise = rng.normal(size=n), rng.normal(size=n)
+    acc = 0.5 + 0.1 * (driver - driver.mean()) / driver.std() + rng.normal(scale=0.02, size=n)
+    return pd.DataFrame({"run": [f"r{i}" for i in range(n)], "arm": "main", "step": 10, "eval": "icl_novel",
+                         "metric": "accuracy", "value": acc, "card.driver": driver, "card.noise": noise})
+
+
+def test_attribution_finds_the_statistic_that_drives_accuracy_and_not_the_other():
+    attr = attribution(final_accuracy(synthetic_final())).set_index("statistic")
+    assert attr.loc["driver", "ci_low"] < 0.1 < attr.loc["driver", "ci_high"]
+    assert attr.loc["driver", "ci_low"] > 0.05 and attr.loc["driver", "r2"] > 0.9
+    assert attr.loc["noise", "ci_low"] < 0 < attr.loc["noise", "ci_high"]
+
+
+def test_swept_keys_leave_out_seeds_and_constants():
+    frame = pd.DataFrame({"cfg.data.burstiness": [0, 4], "cfg.data.seed": [0, 1], "cfg.model.d_model": [64, 64]})
+    assert swept_keys(frame) == ["cfg.data.burstiness"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_load_and_every_trial_validates(path):
+    cfg, _ = load_config(ExperimentConfig, path)
+    for point in cfg.sweep.trials():
+        overrides = [f"{k}={v}" for k, v in point.items()]
+        trial, _ = load_config(ExperimentConfig, path, overrides)
+        assert trial.arm_names()
