@@ -57,9 +57,6 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
         echo(f"run {out}: every stage is done (data, {len(specs)} arms, results); reusing it")
         echo(summary(out, cfg.data.num_labels))
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", resolved_yaml)
-    echo(f"run {out}")
     ray_started = False
 
     def ray_once():
@@ -69,6 +66,15 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
             init_ray(cfg.cluster)
             ray_started = True
             echo(f"ray: {cfg.cluster.address} ready in {time.perf_counter() - t:.1f}s")
+
+    if any(not s.done for s in specs.values()):  # resources the cluster cannot give are an error up front
+        from metaicl.train.ray_train import check_resources
+
+        ray_once()
+        check_resources([s for s in specs.values() if not s.done], init_ray(cfg.cluster).cluster_resources())
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", resolved_yaml)
+    echo(f"run {out}")
 
     for name, spec in specs.items():
         manifest_path = Path(spec.manifest_path)

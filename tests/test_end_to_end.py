@@ -87,3 +87,13 @@ def test_two_ddp_workers_train_the_same_model_as_one(tiny_run, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
     assert pd.read_parquet(tmp_path / "two" / "metrics.parquet").step.max() == cfg.train.steps
+
+
+def test_gpus_the_cluster_lacks_stop_the_run_before_anything_is_written(ray_session, tmp_path):
+    from metaicl.core.errors import ConfigError
+
+    cfg, resolved = load_config(ExperimentConfig, TINY, [f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data",
+                                                         "train.use_gpu=true"])
+    with pytest.raises(ConfigError, match="needs 1 GPU"):
+        run(cfg, to_yaml(resolved), echo=lambda _: None, progress=False)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()

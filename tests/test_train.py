@@ -112,3 +112,18 @@ def test_precision_picks_bf16_autocast_on_cpu_only_when_asked(precision, expect_
     with autocast(TrainConfig(precision=precision), torch.device("cpu")):
         out = torch.nn.Linear(4, 4)(torch.randn(2, 4))
     assert (out.dtype == torch.bfloat16) == expect_bf16
+
+
+def test_asking_for_gpus_the_cluster_lacks_is_a_config_error_not_a_hang():
+    from metaicl.core.errors import ConfigError
+    from metaicl.train.arm import ArmSpec
+    from metaicl.train.config import TrainConfig
+    from metaicl.train.ray_train import check_resources
+
+    gpu = ArmSpec("a", "m.json", "out", None, TrainConfig(use_gpu=True, num_workers=2, gpus_per_worker=0.5), None)
+    check_resources([gpu], {"CPU": 4, "GPU": 1})  # two half-GPU workers fit on one GPU
+    with pytest.raises(ConfigError, match=r"train.use_gpu: arm 'a' needs 1 GPU \(2 workers\) but the Ray cluster has 0"):
+        check_resources([gpu], {"CPU": 4})
+    cpu = ArmSpec("b", "m.json", "out", None, TrainConfig(num_workers=2, cpus_per_worker=2), None)
+    with pytest.raises(ConfigError, match="train.cpus_per_worker: arm 'b' needs 4 CPU"):
+        check_resources([cpu], {"CPU": 2})

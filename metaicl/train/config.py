@@ -38,7 +38,10 @@ class TrainConfig:
     cpus_per_worker: int = 1
     """CPUs reserved by each worker (also its torch thread count)."""
     use_gpu: bool = False
-    """One GPU per worker when true."""
+    """Train on GPUs (`gpus_per_worker` each); NCCL between workers, bf16 autocast with precision `auto`."""
+    gpus_per_worker: float = 1.0
+    """GPUs reserved by each worker when use_gpu; a fraction (0.25) packs several small-model workers or arms
+    onto one GPU."""
     precision: str = "auto"
     """`auto` = bf16 autocast on GPU, fp32 on CPU; or force `fp32` / `bf16`."""
     max_failures: int = 2
@@ -55,5 +58,7 @@ class TrainConfig:
         if self.batch_size % self.num_workers:
             raise ConfigError(f"{prefix}.num_workers",
                               f"{self.num_workers} workers do not divide train.batch_size={self.batch_size}")
+        if self.use_gpu and not 0 < self.gpus_per_worker <= 8:
+            raise ConfigError(f"{prefix}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from metaicl.core.errors import ConfigError
 from metaicl.train.arm import ArmSpec, run_arm
 
 
@@ -33,7 +34,8 @@ def fit_arm(spec: ArmSpec, storage_root: str | Path) -> None:
         _worker,
         train_loop_config={"spec": spec},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
+                                     resources_per_worker={"CPU": t.cpus_per_worker,
+                                                           **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}),
         run_config=RunConfig(name=spec.arm, storage_path=str(Path(storage_root).absolute()),
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              logging_config=LoggingConfig(log_level="WARNING")),  # progress comes from us
@@ -41,10 +43,28 @@ def fit_arm(spec: ArmSpec, storage_root: str | Path) -> None:
     trainer.fit()
 
 
+def check_resources(specs: list[ArmSpec], available: dict) -> None:
+    """A ConfigError, instead of a placement group that waits forever, when one arm's workers ask for more GPUs
+    or CPUs than the whole cluster has. (An autoscaling cluster reports what it has now: start its GPU nodes, or
+    set their min_workers, before submitting.)"""
+    for spec in specs:
+        t = spec.train
+        need = {"CPU": t.cpus_per_worker * t.num_workers,
+                "GPU": t.gpus_per_worker * t.num_workers if t.use_gpu else 0}
+        for kind, amount in need.items():
+            if amount > available.get(kind, 0):
+                key = "train.use_gpu" if kind == "GPU" else "train.cpus_per_worker"
+                raise ConfigError(key, f"arm {spec.arm!r} needs {amount:g} {kind} ({t.num_workers} workers) but the "
+                                       f"Ray cluster has {available.get(kind, 0):g}")
+
+
 def fit_arms(specs: list[ArmSpec], storage_root: str | Path) -> None:
     """Fit every arm, concurrently; re-raises the first failure."""
     if not specs:
         return
+    import ray
+
+    check_resources(specs, ray.cluster_resources())  # the pipeline checks first; other callers get it here
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
         for future in [pool.submit(fit_arm, spec, storage_root) for spec in specs]:
             future.result()
