@@ -29,8 +29,10 @@ from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir
 from pretrain_data.build import build, data_dir
 
-TRIAL_CPUS = 0.01
-"""What a trial itself reserves: it only waits on its arms' trainers, which reserve their own workers."""
+TRIAL_RESOURCES = {"cpu": 0, "memory": 1 << 20}
+"""What a trial itself reserves: 1 MiB of memory and no CPU. It only waits on its arms' Ray Train workers, which
+reserve their own CPUs/GPUs; even 0.01 CPU per trial would leave a 2-CPU machine short of a whole CPU for the
+second trial's worker (Tune needs a non-empty bundle, hence the memory)."""
 
 
 def sweep_root(cfg: ExperimentConfig) -> Path:
@@ -86,7 +88,10 @@ def _trial(config: dict, trials: list[dict]) -> None:
     trial = trials[config["trial"]]
     started = time.perf_counter()
     out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False)
-    tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1)})
+    results = pd.read_parquet(out / "results.parquet")
+    final = results[(results.metric == "accuracy") & (results.step == results.groupby("arm").step.transform("max"))]
+    metrics = {f"{r.arm}/{r.eval}": float(r.value) for r in final.itertuples()}  # what trackers log
+    tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1), **metrics})
 
 
 def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Path:
@@ -102,11 +107,11 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
         init_ray(base.cluster)
         build_shared_data(todo, echo)
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_trial, trials=todo), {"cpu": TRIAL_CPUS}),
+            tune.with_resources(tune.with_parameters(_trial, trials=todo), TRIAL_RESOURCES),
             param_space={"trial": tune.grid_search(list(range(len(todo))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=base.sweep.max_concurrent_trials),
             run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str((root / "tune").absolute()),
-                                      verbose=0, callbacks=[echo_callback(todo)]))
+                                      verbose=0, callbacks=[echo_callback(todo), *trackers(base.sweep.tracking)]))
         grid = tuner.fit()
         failed = [todo[r.config["trial"]] for r in grid if r.error is not None]
         if failed:
@@ -129,6 +134,26 @@ def write_trials(root: Path, trials: list[dict]) -> None:
     rows = [{"trial": t["trial"], "overrides": json.dumps(t["overrides"], sort_keys=True),
              "run_dir": t["run_dir"].name, "done": is_done(t["run_dir"])} for t in trials]
     write_parquet(root / "trials.parquet", pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False))
+
+
+def trackers(names: list[str]) -> list:
+    """Ray Tune logger callbacks asked for by sweep.tracking; a missing package is a config error."""
+    out = []
+    for i, name in enumerate(names):
+        try:
+            if name == "tensorboard":
+                import tensorboardX  # noqa: F401  (the callback needs it)
+                from ray.tune.logger import TBXLoggerCallback
+
+                out.append(TBXLoggerCallback())
+            else:
+                import mlflow  # noqa: F401
+                from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+                out.append(MLflowLoggerCallback(experiment_name="metaicl"))
+        except ImportError as err:
+            raise ConfigError(f"sweep.tracking.{i}", f"{name} needs a package that is not installed: {err.name}")
+    return out
 
 
 def echo_callback(planned: list[dict]):

@@ -5,14 +5,15 @@
 Sections: the final-accuracy table per trial (mean and worst over seeds); the ICL vs IWL phase diagram over the
 first two swept keys (Chan et al. 2022 Fig. 3 style: icl_novel and iwl accuracy as heat maps); k-shot curves when
 the context size varies; accuracy over training; and a first attribution view: for each data-card statistic that
-varies across the sweep, the slope of final accuracy on that statistic (standardised, one SD), with a bootstrap
-95% interval over trials. Correlational, across the sweep's own grid: a statistic that moves with a swept knob
+varies across the sweep, the slope of final accuracy on that statistic (standardised, one SD), with its 95%
+t interval. Correlational, across the sweep's own grid: a statistic that moves with a swept knob
 shares its slope.
 """
 from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,6 @@ import pandas as pd
 
 from cluster.report import _pyplot, _save, markdown_table
 from metaicl.core.io import write_text
-from metaicl.core.seeding import rng_for
 
 SETS = ("icl_novel", "icl_swap", "iwl")
 SEED_KEYS = ("cfg.data.seed", "cfg.train.seed")
@@ -86,9 +86,25 @@ def curves(table: pd.DataFrame, keys: list[str], path: Path, against: str = "ste
     _save(fig, path)
 
 
-def attribution(final: pd.DataFrame, boots: int = 2000) -> pd.DataFrame:
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t (bisection on its CDF, the density integrated by Simpson's rule); no scipy needed."""
+    const = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(t: float) -> float:
+        x = np.linspace(0.0, t, 2001)
+        pdf = np.exp(const - (df + 1) / 2 * np.log1p(x * x / df))
+        return 0.5 + (x[1] - x[0]) / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+
+    lo, hi = 0.0, 1000.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def attribution(final: pd.DataFrame) -> pd.DataFrame:
     """Per (eval set, card statistic): OLS slope of accuracy per one SD of the statistic across (run, arm)
-    points, bootstrap 95% interval (resampling points), R^2 and n."""
+    points, its 95% t interval (n - 2 degrees of freedom), R^2 and n."""
     cards = [c for c in final.columns if c.startswith("card.") and pd.api.types.is_numeric_dtype(final[c])]
     rows = []
     for name in ("icl_novel", "iwl"):
@@ -100,18 +116,13 @@ def attribution(final: pd.DataFrame, boots: int = 2000) -> pd.DataFrame:
             if len(x) < 3 or x.std() == 0:
                 continue
             z = (x - x.mean()) / x.std()
-            slope = float(np.polyfit(z, y, 1)[0])
-            rng = rng_for(0, "attribution", name, stat)
-            samples = []
-            for _ in range(boots):
-                pick = rng.integers(0, len(z), len(z))
-                if z[pick].std() > 0:
-                    samples.append(np.polyfit(z[pick], y[pick], 1)[0])
-            lo, hi = np.percentile(samples, [2.5, 97.5])
-            r2 = float(np.corrcoef(z, y)[0, 1] ** 2)
+            slope, intercept = np.polyfit(z, y, 1)
+            resid = y - (slope * z + intercept)
+            se = math.sqrt((resid ** 2).sum() / (len(z) - 2) / (z ** 2).sum())
+            half = t_quantile(0.975, len(z) - 2) * se
             rows.append({"eval": name, "statistic": stat.removeprefix("card."), "slope_per_sd": round(slope, 4),
-                         "ci_low": round(float(lo), 4), "ci_high": round(float(hi), 4), "r2": round(r2, 3),
-                         "n": len(z)})
+                         "ci_low": round(slope - half, 4), "ci_high": round(slope + half, 4),
+                         "r2": round(float(np.corrcoef(z, y)[0, 1] ** 2), 3), "n": len(z)})
     return pd.DataFrame(rows)
 
 
@@ -151,7 +162,7 @@ def write_sweep_report(root: Path, table: pd.DataFrame, title: str) -> Path:
     attr = attribution(final)
     md += ["", "## Attribution: which data statistic moves which ICL metric", "",
            "Slope of final accuracy per one standard deviation of each data-card statistic across the sweep's "
-           "(run, arm) points, with a bootstrap 95% interval; correlational, so statistics that move together "
+           "(run, arm) points (least squares), with its 95% t interval; correlational, so statistics that move together "
            "with one swept knob share a slope.", ""]
     if len(attr):
         attribution_plot(attr, root / "attribution.png")

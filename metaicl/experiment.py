@@ -48,6 +48,9 @@ class SweepConfig:
     """Each trial runs once per seed, with data.seed = train.seed = seed; empty = the config's seeds."""
     max_concurrent_trials: int = 2
     """Trials Ray Tune runs at once (each trial's arms hold their own Ray Train workers)."""
+    tracking: List[str] = field(default_factory=list)
+    """Ray Tune logger callbacks for every trial's final accuracies: `tensorboard` (needs tensorboardX) and/or
+    `mlflow` (needs mlflow; MLFLOW_TRACKING_URI says where). Off by default: aggregate.parquet has it all."""
 
     def validate(self, prefix: str = "sweep") -> None:
         if not self.grid and not self.points:
@@ -59,6 +62,9 @@ class SweepConfig:
             if not isinstance(point, dict) or not point:
                 raise ConfigError(f"{prefix}.points.{i}", f"must be a mapping of key: value, got {point!r}")
         check_at_least(self, prefix, ("max_concurrent_trials",), 1)
+        for i, name in enumerate(self.tracking):
+            if name not in ("tensorboard", "mlflow"):
+                raise ConfigError(f"{prefix}.tracking.{i}", f"unknown tracker {name!r} (known: tensorboard, mlflow)")
 
     def trials(self) -> list[dict[str, Any]]:
         """Every trial's overrides (dotted key -> value), in a fixed order: grid points, points, then seeds."""

@@ -51,6 +51,7 @@ def test_sweep_runs_each_trial_once_then_skips_them_all(tmp_path):
     table = pd.read_parquet(root / "aggregate.parquet")
     assert sorted(table["cfg.data.burstiness"].unique()) == [0, 2]
     assert {"run", "arm", "step", "eval", "metric", "value", "seed", "card.burstiness_ratio"} <= set(table.columns)
+    assert list((root / "tune").rglob("events.out.tfevents.*"))  # sweep.tracking: [tensorboard]
     html = (root / "report.html").read_text()
     assert "data:image/png;base64," in html and "icl_novel mean" in html
 
@@ -101,3 +102,10 @@ def test_shipped_sweeps_load_and_every_trial_validates(path):
         overrides = [f"{k}={v}" for k, v in point.items()]
         trial, _ = load_config(ExperimentConfig, path, overrides)
         assert trial.arm_names()
+
+
+def test_t_quantiles_match_the_table():
+    from cluster.sweep_report import t_quantile
+
+    for df, expected in ((1, 12.706), (2, 4.303), (7, 2.365), (30, 2.042), (1000, 1.962)):
+        assert abs(t_quantile(0.975, df) - expected) < 2e-3

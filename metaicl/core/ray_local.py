@@ -38,7 +38,12 @@ LOCAL_ONLY = {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "RAY_TRA
 """Left alone when joining a real cluster: it may need the user's proxies and the hub, and its nodes can be
 preempted."""
 
-RUNTIME_ENV = {"worker_process_setup_hook": "metaicl.core.ray_local.quiet_ray_logs"}
+RUNTIME_ENV = {
+    "worker_process_setup_hook": "metaicl.core.ray_local.quiet_ray_logs",
+    # Arms and sweep trials that do not fit at once wait for workers; Ray Train's default gives up after 60 s.
+    # Requests the cluster can never meet are refused up front instead (metaicl.train.ray_train.check_resources).
+    "env_vars": {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "86400"},
+}
 
 
 @dataclass
@@ -66,6 +71,8 @@ def prepare_env(local: bool = True) -> None:
     for key, value in LOOPBACK_ENV.items():
         if local or key not in LOCAL_ONLY:
             os.environ[key] = value
+    for key, value in RUNTIME_ENV["env_vars"].items():  # the driver's trainers read them too
+        os.environ.setdefault(key, value)
 
 
 def quiet_ray_logs() -> None:
@@ -91,13 +98,13 @@ def init_ray(cfg: ClusterConfig):
     if ray.is_initialized():
         return ray
     if cfg.address == "local":
-        runtime_env = dict(RUNTIME_ENV)
+        runtime_env = {**RUNTIME_ENV, "env_vars": dict(RUNTIME_ENV["env_vars"])}
         if not cfg.include_dashboard:
             # Ray Train's placement-group cleaner polls the State API, which the dashboard serves. Without one it
             # looks for "the" local Ray and, when a second local Ray runs on the machine (two experiments at
             # once), crashes with "Found multiple active Ray instances". A dead loopback port instead makes it
             # fail the way it already expects (and we silence).
-            runtime_env["env_vars"] = {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9"}
+            runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"] = "http://127.0.0.1:9"
         ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), num_gpus=cfg.num_gpus,
                  include_dashboard=cfg.include_dashboard, _node_ip_address="127.0.0.1",
                  dashboard_host="127.0.0.1", logging_level="WARNING", runtime_env=runtime_env)
