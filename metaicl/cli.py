@@ -64,6 +64,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit `metaicl run|sweep CONFIG` (validated and resolved here) as a Ray job."""
+    from cluster import jobs
+
+    relative = [o for o in args.overrides if o.split("=")[0] in ("runs_root", "data_root", "out_dir")
+                and not o.split("=", 1)[1].startswith("/")]
+    job_id = jobs.submit(args.config, args.overrides, args.address, command=args.command, wait=args.wait)
+    print(f"submitted {job_id} to {args.address or '$RAY_ADDRESS'}")
+    if not any(o.split("=")[0] == "runs_root" for o in args.overrides) or relative:
+        print("note: relative output paths land in the job's working directory on the cluster; pass "
+              "runs_root=/shared/... data_root=/shared/... (storage every node sees) to keep results")
+    if args.wait:
+        print(f"{job_id}: {jobs.status(job_id, args.address)}")
+        return 0 if jobs.status(job_id, args.address) == "SUCCEEDED" else 1
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    if args.action == "status":
+        print(jobs.status(args.job_id, args.address))
+    elif args.action == "logs":
+        print(jobs.logs(args.job_id, args.address), end="")
+    else:
+        print("stopped" if jobs.stop(args.job_id, args.address) else "already finished")
+    return 0
+
+
 def cmd_data_build(args: argparse.Namespace) -> int:
     """Build (or reuse) the data of every arm of a config: its token mixture (`pretrain:`) if it has one, else the
     few-shot data (`data:`). Prints where and the statistics card. `out_dir=` is the data directory itself
@@ -178,6 +207,22 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", metavar="RUNS_DIR")
     rep.add_argument("--title", help="report title (default: the directory name)")
     rep.set_defaults(fn=cmd_report)
+
+    submit = sub.add_parser("submit", help="submit `metaicl run|sweep CONFIG` to a Ray cluster as a Ray job",
+                            description="The config is validated and resolved here; the working directory is "
+                                        "packaged (without .venv, runs, .git, data shards). Token auth: set "
+                                        "RAY_AUTH_TOKEN to the cluster's token.")
+    submit.add_argument("config", help="experiment YAML")
+    submit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    submit.add_argument("--address", help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument("--command", choices=("run", "sweep"), default="run", help="what the job runs (default: run)")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded")
+    submit.set_defaults(fn=cmd_submit)
+    jobs_cmd = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    jobs_cmd.add_argument("action", choices=("status", "logs", "stop"))
+    jobs_cmd.add_argument("job_id")
+    jobs_cmd.add_argument("--address", help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    jobs_cmd.set_defaults(fn=cmd_jobs)
 
     data = sub.add_parser("data", help="build, measure and look at data directories")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
