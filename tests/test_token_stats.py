@@ -58,7 +58,7 @@ def test_same_key_same_documents():
 
 @pytest.mark.parametrize("change, key", [
     (dict(zipf_alpha=-1.0), "zipf_alpha"), (dict(rare_token_density=1.5), "rare_token_density"),
-    (dict(rare_rank_cutoff=4096), "rare_rank_cutoff"), (dict(long_range=2.0), "long_range"),
+    (dict(rare_token_density=0.2, rare_rank_cutoff=4096), "rare_rank_cutoff"), (dict(long_range=2.0), "long_range"),
     (dict(span_length=7), "span_length"), (dict(long_range=0.1, long_range_distance=300), "long_range_distance"),
 ])
 def test_bad_knobs_name_their_key(change, key):
