@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
+	$(PY) bench/data_build.py
 
 clean:
 	rm -rf runs

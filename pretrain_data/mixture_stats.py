@@ -72,8 +72,7 @@ def document_level(sample: list[np.ndarray], cfg, vocab: int) -> dict:
         return {"doc_tokens_measured": None, "doc_burstiness": None, "long_range_info_gain_bits": None}
     length = int(min(cfg.doc_tokens, np.median([len(d) for d in sample])))
     docs = np.stack([d[:length] for d in sample if len(d) >= length][:MAX_SAMPLE])
-    gain = (round(long_range_info_gain(docs, cfg.long_range_window, vocab), 4)
-            if vocab <= 8192 and length >= 2 else None)
+    gain = round(long_range_info_gain(docs, cfg.long_range_window, vocab), 4) if length >= 2 else None
     return {"doc_tokens_measured": length, "doc_burstiness": round(doc_burstiness(docs, vocab), 4),
             "long_range_info_gain_bits": gain}
 

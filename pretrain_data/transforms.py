@@ -76,9 +76,10 @@ def dedup_keep(docs: list[np.ndarray] | np.ndarray, threshold: float = 0.85, n: 
 
 def embed(docs: list[np.ndarray] | np.ndarray, dim: int = 1024) -> np.ndarray:
     """Hashed TF-IDF bag of tokens, L2-normalised: (n_docs, dim) float32."""
-    tf = np.zeros((len(docs), dim), np.float32)
-    for i, d in enumerate(docs):
-        np.add.at(tf[i], (np.asarray(d, np.int64) * 2654435761) % dim, 1.0)
+    rows = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
+    tokens = np.concatenate([np.asarray(d, np.int64) for d in docs]) if len(docs) else np.zeros(0, np.int64)
+    buckets = rows * dim + (tokens * 2654435761) % dim  # one bincount for all documents
+    tf = np.bincount(buckets, minlength=len(docs) * dim).reshape(len(docs), dim).astype(np.float32)
     idf = np.log((1 + len(docs)) / (1 + (tf > 0).sum(axis=0))) + 1
     x = tf * idf
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -64,3 +64,14 @@ def test_same_key_same_documents():
 def test_bad_knobs_name_their_key(change, key):
     with pytest.raises(ConfigError, match=f"src.{key}:"):
         dataclasses.replace(BASE, **change).validate("src")
+
+
+@pytest.mark.parametrize("window", [1, 5, 64, 300])
+def test_cache_probabilities_equal_the_direct_count_over_each_window(window):
+    from pretrain_data.token_stats import _cache_probs
+
+    docs = sample_docs(dataclasses.replace(BASE, vocab_size=64, long_range=0.3), rng_for(3, "cache"), 20)
+    direct = np.zeros((20, docs.shape[1] - 1))
+    for t in range(1, docs.shape[1]):  # the definition: share of the window before t equal to the token at t
+        direct[:, t - 1] = (docs[:, max(0, t - window):t] == docs[:, t:t + 1]).mean(axis=1)
+    assert np.array_equal(_cache_probs(docs, window, 64), direct)
