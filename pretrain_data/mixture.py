@@ -31,7 +31,7 @@ from pretrain_data.blend import blended_index
 from pretrain_data.manifest import Manifest, ShardEntry
 from pretrain_data.mixture_config import MixtureConfig, SourceConfig
 from pretrain_data.pack import pack, stream_tokens
-from pretrain_data.sources import Docs, apply_transforms, generate, source_vocab
+from pretrain_data.sources import Docs, apply_transforms, generate, prompt_table, source_vocab
 from pretrain_data.tasks import run_tasks
 
 
@@ -83,6 +83,12 @@ def write_synthetic_shard(source: SourceConfig, cfg: MixtureConfig, name: str, i
         docs = synthetic_docs(source, cfg.seed, name, index, rows * cfg.context_length, vocab,
                               f"pretrain.sources.{name}")
         write_parquet(path, pack(docs, offset, cfg.context_length, rows))
+
+
+def write_prompt_shard(source: SourceConfig, cfg: MixtureConfig, name: str, index: int, rows: int,
+                       path: Path) -> None:
+    if not path.exists():
+        write_parquet(path, prompt_table(source, cfg.seed, name, index, rows))
 
 
 def write_slice(table: pa.Table, start: int, rows: int, path: Path) -> None:
@@ -139,8 +145,13 @@ def _write(cfg, out, names, vocab, offsets, blend, windows, tables, corpora, max
         ref = ray.put(tables[name][0]) if name in tables else None
         for index in range(math.ceil(windows[name] / per)):
             rows, path = min(per, windows[name] - index * per), out / f"{name}-{index:05d}.parquet"
-            items.append((write_slice, (ref, index * per, rows, path)) if ref is not None else
-                         (write_synthetic_shard, (source, cfg, name, index, rows, offsets[name], vocab[name], path)))
+            if ref is not None:
+                items.append((write_slice, (ref, index * per, rows, path)))
+            elif source.kind == "function_class":
+                items.append((write_prompt_shard, (source, cfg, name, index, rows, path)))
+            else:
+                items.append((write_synthetic_shard, (source, cfg, name, index, rows, offsets[name], vocab[name],
+                                                      path)))
             entries.append(ShardEntry(split="train", index=index, file=path.name, rows=rows, sha256="",
                                       source=name, tokens=rows * cfg.context_length))
     run_tasks(_call, items, f"data {out.name}", max_in_flight, progress)
@@ -166,7 +177,8 @@ def _write(cfg, out, names, vocab, offsets, blend, windows, tables, corpora, max
                                  unique_tokens=stream_tokens(corpora[name].docs))
     manifest = Manifest(kind="mixture", config=cfg.resolved(), config_hash=mixture_hash(cfg), shards=entries,
                         sources=sources, blend={"file": "blend.parquet", "sha256": file_sha256(out / "blend.parquet")},
-                        vocab_size=int(offsets[names[-1]] + vocab[names[-1]]), path=out / "manifest.json")
+                        vocab_size=int(offsets[names[-1]] + vocab[names[-1]]) if any(vocab.values()) else 0,
+                        path=out / "manifest.json")
     from pretrain_data.mixture_stats import mixture_stats
 
     write_json(out / "stats.json", mixture_stats(manifest, cfg.stats, max_in_flight, progress))

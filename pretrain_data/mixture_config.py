@@ -20,11 +20,14 @@ from typing import Dict, List, Optional
 
 from metaicl.core.errors import ConfigError, check_at_least
 from pretrain_data.config import BurstyDataConfig
+from pretrain_data.function_class import FunctionClassConfig
 from pretrain_data.ginc import GINCConfig
 from pretrain_data.text import TextConfig
 from pretrain_data.zipf_lm import ZipfLMConfig
 
-SOURCE_KINDS = ("zipf_lm", "ginc", "bursty_fewshot", "text")
+SOURCE_KINDS = ("zipf_lm", "ginc", "bursty_fewshot", "text", "function_class")
+CONTINUOUS = ("function_class",)
+"""Sources of real-valued prompts, not tokens: they form mixtures of their own (Garg et al. 2022)."""
 TRANSFORMS = ("dedup", "zipf_reweight", "tail_enrich", "dependency_order", "random_order")
 
 
@@ -60,7 +63,7 @@ class TransformConfig:
 @dataclass
 class SourceConfig:
     kind: str = "zipf_lm"
-    """zipf_lm | ginc | bursty_fewshot | text; the group of the same name holds the generator's knobs."""
+    """zipf_lm | ginc | bursty_fewshot | text | function_class; the group of the same name holds its knobs."""
     weight: float = 1.0
     """Share of the stream's windows (normalised over sources)."""
     max_epochs: float = 1.0
@@ -72,6 +75,7 @@ class SourceConfig:
     ginc: GINCConfig = field(default_factory=GINCConfig)
     bursty_fewshot: BurstyDataConfig = field(default_factory=BurstyDataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    function_class: FunctionClassConfig = field(default_factory=FunctionClassConfig)
 
     def generator(self):
         return getattr(self, self.kind)
@@ -131,6 +135,28 @@ class MixtureConfig:
                               f"{self.token_budget} is less than one window of context_length={self.context_length}")
         for name, source in self.sources.items():
             source.validate(f"{prefix}.sources.{name}")
+        self._validate_continuous(prefix)
+
+    def _validate_continuous(self, prefix: str) -> None:
+        """Function-class prompts are real-valued: a mixture of them holds nothing else, every source has the same
+        prompt shape, and a window is one prompt (context_length = n_points (x, y) pairs)."""
+        kinds = {name: s.kind in CONTINUOUS for name, s in self.sources.items()}
+        if not any(kinds.values()):
+            return
+        if not all(kinds.values()):
+            name = next(n for n, c in kinds.items() if not c)
+            raise ConfigError(f"{prefix}.sources.{name}.kind", "function_class prompts are real-valued and form a "
+                                                               "mixture of their own: no token sources beside them")
+        for name, source in self.sources.items():
+            fc = source.function_class
+            if fc.n_points != self.context_length:
+                raise ConfigError(f"{prefix}.sources.{name}.function_class.n_points",
+                                  f"{fc.n_points} must equal context_length={self.context_length} (a window is "
+                                  "one prompt)")
+            first = next(iter(self.sources.values())).function_class
+            if fc.n_dims != first.n_dims:
+                raise ConfigError(f"{prefix}.sources.{name}.function_class.n_dims",
+                                  f"{fc.n_dims} differs from the other sources' {first.n_dims}")
 
     def windows(self) -> int:
         return self.token_budget // self.context_length

@@ -61,6 +61,29 @@ def shard_partial(root: str, entry: ShardEntry, offset: int, vocab: int, sample_
     return out
 
 
+def prompt_partial(root: str, entry: ShardEntry, *_ignored) -> dict:
+    """Sums over one shard of function-class prompts (xs, ys)."""
+    table = pq.read_table(Path(root) / entry.file)
+    xs, ys = fixed_list(table.column("xs")).astype(np.float64), fixed_list(table.column("ys")).astype(np.float64)
+    return {"prompts": len(ys), "y": ys.size, "y_sum": ys.sum(), "y_sq": (ys ** 2).sum(), "x": xs.size,
+            "x_sq": (xs ** 2).sum()}
+
+
+def prompt_card(partials: list[dict]) -> dict:
+    """Prompts and moments: with x ~ N(0, I_d), var(y) is d for linear functions, the sparsity for sparse ones."""
+    total = {k: sum(p[k] for p in partials) for k in partials[0]}
+    mean = total["y_sum"] / total["y"]
+    return {"prompts": int(total["prompts"]), "y_mean": round(float(mean), 4),
+            "y_var": round(float(total["y_sq"] / total["y"] - mean ** 2), 4),
+            "x_second_moment": round(float(total["x_sq"] / total["x"]), 4)}
+
+
+def _partial(root: str, entry: ShardEntry, kind: str, offset: int, vocab: int, sample_docs: int) -> dict:
+    if kind == "function_class":
+        return prompt_partial(root, entry)
+    return shard_partial(root, entry, offset, vocab, sample_docs)
+
+
 def entropy_bits(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log2(p)).sum())
@@ -109,19 +132,19 @@ def source_card(partials: list[dict], vocab: int, cfg) -> dict:
 def mixture_stats(manifest: Manifest, cfg, max_in_flight: int | None = None, progress: bool = False,
                   remote: bool = True) -> dict:
     """The card of a built mixture, computed shard by shard (as Ray tasks when `remote`)."""
-    items = [(str(manifest.root), s, manifest.sources[s.source]["offset"], manifest.sources[s.source]["vocab_size"],
-              cfg.sample_docs) for s in manifest.shards]
+    items = [(str(manifest.root), s, manifest.sources[s.source]["kind"], manifest.sources[s.source]["offset"],
+              manifest.sources[s.source]["vocab_size"], cfg.sample_docs) for s in manifest.shards]
     if remote:
         from pretrain_data.tasks import run_tasks
 
-        partials = run_tasks(shard_partial, items, f"stats {manifest.root.name}", max_in_flight, progress)
+        partials = run_tasks(_partial, items, f"stats {manifest.root.name}", max_in_flight, progress)
     else:
-        partials = [shard_partial(*item) for item in items]
+        partials = [_partial(*item) for item in items]
     windows = sum(s["windows"] for s in manifest.sources.values())
     card = {"windows": windows, "tokens": sum(s.tokens for s in manifest.shards),
             "context_length": manifest.config["context_length"], "vocab_size": manifest.vocab_size, "sources": {}}
     for name, info in manifest.sources.items():
         mine = [p for p, s in zip(partials, manifest.shards) if s.source == name]
-        card["sources"][name] = {"kind": info["kind"], "share": info["share"],
-                                 **source_card(mine, info["vocab_size"], cfg)}
+        measured = prompt_card(mine) if info["kind"] == "function_class" else source_card(mine, info["vocab_size"], cfg)
+        card["sources"][name] = {"kind": info["kind"], "share": info["share"], **measured}
     return card

@@ -56,7 +56,12 @@ def show_mixture(manifest: Manifest, n: int = 5, width: int = 160) -> str:
         name = by_ordinal[row["source"]]
         info = manifest.sources[name]
         entry = next(s for s in manifest.shards if s.source == name and s.index == row["window"] // per_shard)
-        ids = pq.read_table(manifest.root / entry.file).column("input_ids")[row["window"] % per_shard].as_py()
+        table = pq.read_table(manifest.root / entry.file)
+        if info["kind"] == "function_class":
+            ys = table.column("ys")[row["window"] % per_shard].as_py()
+            lines.append(f"  [{position}] {name}: y = " + " ".join(f"{y:+.2f}" for y in ys[:12]) + " ...")
+            continue
+        ids = table.column("input_ids")[row["window"] % per_shard].as_py()
         pieces = _split_at(ids, BOUNDARY)
         if "tokenizer" in info:
             from pretrain_data.text import decode

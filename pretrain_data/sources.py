@@ -16,7 +16,7 @@ import numpy as np
 
 from metaicl.core.errors import ConfigError
 from metaicl.core.seeding import derived_seed, rng_for
-from pretrain_data import ginc, reweight, transforms
+from pretrain_data import function_class, ginc, reweight, transforms
 from pretrain_data.bursty import class_table, sample_train
 from pretrain_data.config import BurstyDataConfig
 from pretrain_data.zipf_lm import sample_docs as zipf_docs
@@ -52,8 +52,19 @@ GENERATORS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
+def prompt_table(source, seed: int, name: str, shard: int, rows: int) -> "pa.Table":
+    """A shard of a function-class source: `rows` prompts, one function each, keyed by (seed, name, shard)."""
+    import pyarrow as pa
+
+    cfg = source.function_class
+    xs, ys = function_class.sample_prompts(cfg, rng_for(seed, "mixture", name, shard), rows)
+    return pa.table({"xs": pa.FixedSizeListArray.from_arrays(pa.array(xs.ravel()), cfg.n_points * cfg.n_dims),
+                     "ys": pa.FixedSizeListArray.from_arrays(pa.array(ys.ravel()), cfg.n_points)})
+
+
 def source_vocab(source) -> int:
-    return GENERATORS[source.kind][0](source.generator())
+    """Token types of a source (0 for real-valued function-class prompts)."""
+    return 0 if source.kind == "function_class" else GENERATORS[source.kind][0](source.generator())
 
 
 def generate(source, seed: int, name: str, shard: int, batch: int) -> Docs:

@@ -15,7 +15,8 @@ from pretrain_data.build import build
 from tests.conftest import ROOT
 
 CONFIGS = sorted((ROOT / "configs" / "data").glob("*.yaml"))
-SMALL = {"zipf_alpha": 131072, "long_tail": 131072, "ordering": 65536, "ginc": 65536, "two_source": 65536}
+SMALL = {"zipf_alpha": 131072, "long_tail": 131072, "ordering": 65536, "ginc": 65536, "two_source": 65536,
+         "function_class": 41 * 3000}
 
 
 def cards(name: str, data_root: Path) -> dict[str, dict]:
@@ -67,6 +68,25 @@ def test_two_source_mixture_has_its_shares(ray_session, tmp_path, at_root):
     card = cards("two_source", tmp_path)["main"]
     assert card["sources"]["wiki"]["share"] == 0.25 and card["sources"]["fewshot"]["share"] == 0.75
     assert card["sources"]["fewshot"]["distinct_groups"] > 100  # query classes of the few-shot sequences
+
+
+def test_function_class_prompts_follow_their_laws(ray_session, tmp_path):
+    c = cards("function_class", tmp_path)
+    assert c["linear"]["sources"]["linear"]["prompts"] == 3000
+    assert abs(c["linear"]["sources"]["linear"]["y_var"] - 20) < 1.5  # var(w.x) = d for w, x ~ N(0, I_d)
+    mixed = c["mixed"]["sources"]
+    assert abs(mixed["sparse"]["y_var"] - 3) < 0.3  # 3 non-zero weights
+    assert sum(s["prompts"] for s in mixed.values()) == 3000 and {s["share"] for s in mixed.values()} == {0.333333}
+    assert all(abs(s["x_second_moment"] - 1) < 0.02 for s in mixed.values())
+
+
+def test_function_class_mixes_with_nothing_else_and_a_window_is_one_prompt():
+    cfg, _ = load_config(ExperimentConfig, ROOT / "configs" / "data" / "function_class.yaml")
+    with pytest.raises(ConfigError, match="n_points: 41 must equal context_length=40"):
+        load_config(ExperimentConfig, ROOT / "configs" / "data" / "function_class.yaml", ["pretrain.context_length=40"])
+    with pytest.raises(ConfigError, match="real-valued"):
+        load_config(ExperimentConfig, ROOT / "configs" / "data" / "function_class.yaml",
+                    ["pretrain.sources.words={kind: zipf_lm}"])
 
 
 def test_a_text_source_short_of_its_quota_is_one_error_and_leaves_nothing(ray_session, tmp_path, at_root):
