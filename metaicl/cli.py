@@ -72,7 +72,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 and not o.split("=", 1)[1].startswith("/")]
     job_id = jobs.submit(args.config, args.overrides, args.address, command=args.command, wait=args.wait)
     print(f"submitted {job_id} to {args.address or '$RAY_ADDRESS'}")
-    if not any(o.split("=")[0] == "runs_root" for o in args.overrides) or relative:
+    placed = any(o.split("=")[0] in ("runs_root", "out_dir") for o in args.overrides)
+    if not placed or relative:
         print("note: relative output paths land in the job's working directory on the cluster; pass "
               "runs_root=/shared/... data_root=/shared/... (storage every node sees) to keep results")
     if args.wait:
