@@ -24,7 +24,7 @@ What a submission does, in order:
    project's environment active (its bin/ first on PATH).
 
 One head per temp dir: Ray's job supervisor gives the driver RAY_ADDRESS from <temp-dir>/ray_current_cluster,
-the head started *last* with that temp dir (default /tmp/ray). On a machine running several heads (tests,
+the head started *last* with that temp dir (default: Ray's own temp dir). On a machine running several heads (tests,
 sessions side by side), a job would join whichever head started last; start each head with its own
 `ray start --temp-dir=...` (tests/test_jobs.py does).
 

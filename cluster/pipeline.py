@@ -71,7 +71,9 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
         from metaicl.train.ray_train import check_resources
 
         ray_once()
-        check_resources([s for s in specs.values() if not s.done], init_ray(cfg.cluster).cluster_resources())
+        import ray
+
+        check_resources([s for s in specs.values() if not s.done], ray.cluster_resources())
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", resolved_yaml)
     echo(f"run {out}")

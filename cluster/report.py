@@ -15,10 +15,15 @@ from pretrain_data.bursty import EVAL_SETS
 RESULT_COLUMNS = ["arm", "step", "eval", "metric", "value", "seed"]
 
 
+def last_accuracy(results: pd.DataFrame, by: tuple[str, ...] = ("arm",)) -> pd.DataFrame:
+    """Accuracy rows of the eval sets at the last step of each `by` group (an arm; (run, arm) in a sweep)."""
+    acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
+    return acc[acc.step == acc.groupby(list(by)).step.transform("max")]
+
+
 def final_table(results: pd.DataFrame, num_labels: int) -> pd.DataFrame:
     """arm x eval set accuracy at each arm's last step, with a `chance` row."""
-    acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
-    last = acc[acc.step == acc.groupby("arm").step.transform("max")]
+    last = last_accuracy(results)
     table = last.pivot_table(index="arm", columns="eval", values="value", aggfunc="mean", sort=False)
     table = table[[e for e in EVAL_SETS if e in table.columns]]
     table.loc["chance"] = [chance_level(e, num_labels) for e in table.columns]

@@ -27,6 +27,7 @@ from metaicl.core.errors import ConfigError
 from metaicl.core.io import write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir
+from cluster.report import last_accuracy
 from pretrain_data.build import build, data_dir
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1 << 20}
@@ -88,8 +89,7 @@ def _trial(config: dict, trials: list[dict]) -> None:
     trial = trials[config["trial"]]
     started = time.perf_counter()
     out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False)
-    results = pd.read_parquet(out / "results.parquet")
-    final = results[(results.metric == "accuracy") & (results.step == results.groupby("arm").step.transform("max"))]
+    final = last_accuracy(pd.read_parquet(out / "results.parquet"))
     metrics = {f"{r.arm}/{r.eval}": float(r.value) for r in final.itertuples()}  # what trackers log
     tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1), **metrics})
 

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cluster.report import _pyplot, _save, markdown_table
+from cluster.report import _pyplot, _save, last_accuracy, markdown_table
 from metaicl.core.io import write_text
+from pretrain_data.bursty import EVAL_SETS
 
-SETS = ("icl_novel", "icl_swap", "iwl")
+SETS = EVAL_SETS
 SEED_KEYS = ("cfg.data.seed", "cfg.train.seed")
 
 
@@ -34,8 +35,7 @@ def swept_keys(table: pd.DataFrame) -> list[str]:
 
 def final_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     """Accuracy on each eval set at each (run, arm)'s last step: one row per (run, arm, eval)."""
-    acc = table[(table.metric == "accuracy") & table["eval"].isin(SETS)]
-    return acc[acc.step == acc.groupby(["run", "arm"]).step.transform("max")]
+    return last_accuracy(table, by=("run", "arm"))
 
 
 def trial_table(final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -77,8 +77,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("note: relative output paths land in the job's working directory on the cluster; pass "
               "runs_root=/shared/... data_root=/shared/... (storage every node sees) to keep results")
     if args.wait:
-        print(f"{job_id}: {jobs.status(job_id, args.address)}")
-        return 0 if jobs.status(job_id, args.address) == "SUCCEEDED" else 1
+        final = jobs.status(job_id, args.address)
+        print(f"{job_id}: {final}")
+        return 0 if final == "SUCCEEDED" else 1
     return 0
 
 
@@ -103,8 +104,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from metaicl.core.config import load_config
     from metaicl.core.ray_local import init_ray
     from metaicl.experiment import ExperimentConfig
-    from pretrain_data.build import build, data_dir
-    from pretrain_data.mixture import mixture_dir
+    from pretrain_data.build import build, target_dir
     from pretrain_data.show import format_card
 
     cfg, _ = load_config(ExperimentConfig, args.config, args.overrides)
@@ -112,8 +112,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     for name in names:
         arm = cfg.arm(name)
         spec = arm.pretrain if arm.pretrain is not None else arm.data
-        where = (Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir else (
-            mixture_dir(spec, arm.data_root) if arm.pretrain is not None else data_dir(spec, arm.data_root))
+        where = ((Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir
+                 else target_dir(spec, arm.data_root))
         done = (where / "manifest.json").exists()
         if not done:
             init_ray(cfg.cluster)

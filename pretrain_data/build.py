@@ -78,6 +78,17 @@ def write_class_table(cfg: BurstyDataConfig, out: Path) -> dict:
     return {"file": path.name, "sha256": file_sha256(path)}
 
 
+def target_dir(cfg, data_root: str | Path) -> Path:
+    """Where build() puts `cfg`'s data (without out_dir): few-shot data or a token mixture."""
+    from pretrain_data.mixture_config import MixtureConfig
+
+    if isinstance(cfg, MixtureConfig):
+        from pretrain_data.mixture import mixture_dir
+
+        return mixture_dir(cfg, data_root)
+    return data_dir(cfg, data_root)
+
+
 def build(cfg, data_root: str | Path, max_in_flight: int | None = None, progress: bool = True,
           out_dir: str | Path | None = None) -> Manifest:
     """Build (or reuse) the data directory for `cfg` (a BurstyDataConfig or a MixtureConfig); Ray must already be

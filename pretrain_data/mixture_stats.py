@@ -61,7 +61,7 @@ def shard_partial(root: str, entry: ShardEntry, offset: int, vocab: int, sample_
     return out
 
 
-def prompt_partial(root: str, entry: ShardEntry, *_ignored) -> dict:
+def prompt_partial(root: str, entry: ShardEntry) -> dict:
     """Sums over one shard of function-class prompts (xs, ys)."""
     table = pq.read_table(Path(root) / entry.file)
     xs, ys = fixed_list(table.column("xs")).astype(np.float64), fixed_list(table.column("ys")).astype(np.float64)

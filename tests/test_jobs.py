@@ -95,7 +95,7 @@ def head(tmp_path_factory):
 
     Its own --temp-dir: Ray's job supervisor tells a job's driver which cluster to join (RAY_ADDRESS) from
     <temp-dir>/ray_current_cluster, i.e. the head started last with that temp dir. With the shared default
-    /tmp/ray, a job here would join whichever head another test or session started after this one."""
+    temp dir, a job here would join whichever head another test or session started after this one."""
     ports = {name: free_port() for name in ("port", "dashboard-port", "dashboard-agent-listen-port",
                                              "ray-client-server-port")}
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths live under it
