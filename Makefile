@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/data_build.py
+	$(PY) bench/scoring.py
 
 clean:
 	rm -rf runs

@@ -14,16 +14,27 @@ from metaicl.core.errors import ConfigError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from metaicl.core.config import load_config, to_yaml
+    """`run` chains every stage; `train`, `metatrain` and `eval` run one stage of an LM experiment."""
+    from metaicl.core.config import to_yaml
     from metaicl.core.ray_local import prepare_env
+    from metaicl.lm_experiment import LMExperimentConfig, load_experiment
 
-    from metaicl.experiment import ExperimentConfig
-
-    cfg, resolved = load_config(ExperimentConfig, args.config, args.overrides)
-    if any(cfg.arm(name).pretrain is not None for name in cfg.arm_names()):
-        raise ConfigError("pretrain", "training language models on token mixtures is not built yet (issue 6); "
-                                      "build and inspect the mixture with `metaicl data build`")
+    cfg, resolved = load_experiment(args.config, args.overrides)
+    stages = {"run": ("pretrain", "metatrain", "eval"), "train": ("pretrain",), "metatrain": ("metatrain",),
+              "eval": ("eval",)}[args.command]
+    if not isinstance(cfg, LMExperimentConfig):
+        if args.command != "run":
+            raise ConfigError("lm", f"`metaicl {args.command}` runs a stage of a language-model experiment: the "
+                                    f"config needs an `lm:` group (e.g. configs/metaicl_synthetic.yaml)")
+        if any(cfg.arm(name).pretrain is not None for name in cfg.arm_names()):
+            raise ConfigError("pretrain", "a `pretrain:` mixture trains a language model: add an `lm:` group (see "
+                                          "configs/metaicl_synthetic.yaml), or build the data with `metaicl data build`")
     prepare_env(local=cfg.cluster.address == "local")
+    if isinstance(cfg, LMExperimentConfig):
+        from cluster.lm_pipeline import run_lm
+
+        run_lm(cfg, to_yaml(resolved), stages=stages, progress=None)
+        return 0
     from cluster.pipeline import run
 
     run(cfg, to_yaml(resolved), progress=None)
@@ -101,17 +112,18 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     (`<out_dir>/<arm>` when there are several arms)."""
     from pathlib import Path
 
-    from metaicl.core.config import load_config
     from metaicl.core.ray_local import init_ray
-    from metaicl.experiment import ExperimentConfig
+    from metaicl.lm_experiment import load_experiment
     from pretrain_data.build import build, target_dir
     from pretrain_data.show import format_card
 
-    cfg, _ = load_config(ExperimentConfig, args.config, args.overrides)
+    cfg, _ = load_experiment(args.config, args.overrides)
     names, mixture_cards = cfg.arm_names(), {}
     for name in names:
         arm = cfg.arm(name)
-        spec = arm.pretrain if arm.pretrain is not None else arm.data
+        spec = arm.pretrain if arm.pretrain is not None else getattr(arm, "data", None)
+        if spec is None:
+            raise ConfigError("pretrain", "this config names no data to build (no `pretrain:` group)")
         where = ((Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir
                  else target_dir(spec, arm.data_root))
         done = (where / "manifest.json").exists()
@@ -192,6 +204,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="experiment YAML, e.g. configs/quickstart.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     run.set_defaults(fn=cmd_run)
+    for name, what in (("train", "pretrain the language model on the config's mixture (LM experiments)"),
+                       ("metatrain", "MetaICL meta-training of the pretrained model, or of lm.name_or_path=DIR"),
+                       ("eval", "the MetaICL table of the config's models, or of lm.name_or_path=DIR")):
+        stage = sub.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}. One stage of `metaicl run`"
+                                                            f"; its inputs must exist (earlier stages of the same run) "
+                                                            f"or come from lm.name_or_path.")
+        stage.add_argument("config", help="LM experiment YAML, e.g. configs/metaicl_synthetic.yaml")
+        stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        stage.set_defaults(fn=cmd_run)
 
     sweep = sub.add_parser("sweep", help="run every trial of CONFIG's sweep: block with Ray Tune, then aggregate "
                                          "and report", description="Each trial is a full run in its own hashed run "

@@ -30,7 +30,7 @@ from pretrain_data.config import BurstyDataConfig
 from pretrain_data.mixture_config import MixtureConfig
 
 ARM_GROUPS = ("data", "pretrain", "model", "train", "eval")
-NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "train.num_workers",
+NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "train.num_workers", "train.grad_accum",
                 "train.cpus_per_worker", "train.use_gpu", "train.gpus_per_worker", "train.log_every",
                 "train.ckpt_every", "train.max_failures", "eval.batch_size")
 """Knobs left out of the run hash: where things go and how many resources they use, not what is computed."""

@@ -45,6 +45,9 @@ class ArmSpec:
     def done(self) -> bool:
         return (Path(self.out_dir) / DONE_FILE).exists()
 
+    def run(self, **kwargs) -> list[dict]:
+        return run_arm(self, **kwargs)
+
 
 def build_model(spec: ArmSpec, manifest: Manifest) -> ICLTransformer:
     data = manifest.config

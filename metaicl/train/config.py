@@ -35,6 +35,9 @@ class TrainConfig:
     """train_seed: model initialisation (data order is fixed by the data, not by this seed)."""
     num_workers: int = 1
     """Ray Train data-parallel workers (DDP)."""
+    grad_accum: int = 1
+    """Gradient accumulation: each worker's share of a global batch runs as this many micro-batches (same maths,
+    less memory; not part of the run hash)."""
     cpus_per_worker: int = 1
     """CPUs reserved by each worker (also its torch thread count)."""
     use_gpu: bool = False
@@ -49,15 +52,15 @@ class TrainConfig:
 
     def validate(self, prefix: str = "train") -> None:
         check_at_least(self, prefix, ("steps", "batch_size", "eval_every", "ckpt_every", "log_every", "num_workers",
-                                      "cpus_per_worker"), 1)
+                                      "cpus_per_worker", "grad_accum"), 1)
         check_at_least(self, prefix, ("warmup_steps", "weight_decay", "grad_clip", "max_failures", "seed"), 0)
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"{prefix}.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        if self.batch_size % self.num_workers:
-            raise ConfigError(f"{prefix}.num_workers",
-                              f"{self.num_workers} workers do not divide train.batch_size={self.batch_size}")
+        if self.batch_size % (self.num_workers * self.grad_accum):
+            raise ConfigError(f"{prefix}.num_workers", f"{self.num_workers} workers x {self.grad_accum} micro-batches "
+                                                       f"(grad_accum) do not divide {prefix}.batch_size={self.batch_size}")
         if self.use_gpu and not 0 < self.gpus_per_worker <= 8:
             raise ConfigError(f"{prefix}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker}")
         if self.precision not in PRECISIONS:

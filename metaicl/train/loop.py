@@ -1,9 +1,11 @@
 """The training loop: plain torch, no Ray (STYLE principle 5).
 
-    history = train_loop(cfg, model, batches, evaluate, checkpointer, is_chief=True)
+    history = train_loop(cfg, model, batches, evaluate, checkpointer, loss_fn=query_label_loss, is_chief=True)
 
-Loss is the cross-entropy of the query's label only (Chan et al. 2022; Reddy 2023): the context labels are
-inputs, not targets. Resumes from the checkpointer's latest checkpoint, so a restart or a retried worker
+`loss_fn(model, batch)` says what is learnt: `query_label_loss` for the spine's in-context classifier (the query's
+label only; Chan et al. 2022; Reddy 2023: the context labels are inputs, not targets), `metaicl.train.lm.lm_loss`
+for language models. Each step's batch is split into `cfg.grad_accum` micro-batches whose gradients add up (DDP
+syncs on the last one only). Resumes from the checkpointer's latest checkpoint, so a restart or a retried worker
 continues where it stopped; the data a step sees depends only on the step (see GlobalBatches).
 """
 from __future__ import annotations
@@ -36,12 +38,34 @@ def autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+def query_label_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Cross-entropy of the query's label given the sequence (items, labels)."""
+    items, labels = batch
+    return F.cross_entropy(model(items, labels).float(), labels[:, -1])
+
+
+def _step_loss(cfg: TrainConfig, model, batch, loss_fn, device: torch.device) -> float:
+    """Forward and backward of one step's batch in cfg.grad_accum micro-batches; returns the mean loss."""
+    chunks = list(zip(*(t.chunk(cfg.grad_accum) for t in batch)))
+    total = 0.0
+    for i, micro in enumerate(chunks):
+        last = i == len(chunks) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(cfg, device):
+                loss = loss_fn(model, micro)
+            (loss / len(chunks)).backward()
+        total += loss.item() / len(chunks)
+    return total
+
+
 def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Callable[[], dict],
-               checkpointer: Checkpointer, *, is_chief: bool = True, device: torch.device | str = "cpu",
+               checkpointer: Checkpointer, *, loss_fn: Callable = query_label_loss, is_chief: bool = True,
+               device: torch.device | str = "cpu",
                data_state: dict | None = None, report: Callable[[dict], None] = lambda m: None,
                progress: Callable[[dict], None] = lambda p: None) -> list[dict]:
     """Train for cfg.steps; returns the history rows {step, eval, metric, value}.
-    `batches.get(step)` gives this rank's (items, labels); `evaluate()` measures the unwrapped model;
+    `batches.get(step)` gives this rank's share of global batch `step` (a tuple of tensors); `evaluate()` measures the unwrapped model;
     `report(metrics)` is called on every rank at each evaluation (Ray Train's hook); `progress(state)` on the
     chief for live display; `data_state` is stored in checkpoints and must match on resume."""
     device = torch.device(device)
@@ -69,18 +93,15 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
     window, recent, done_here, started = [], deque(maxlen=cfg.log_every), 0, time.perf_counter()
     model.train()
     while step < cfg.steps:
-        items, labels = (t.to(device, non_blocking=True) for t in batches.get(step))
-        with autocast(cfg, device):
-            logits = model(items, labels)
-        loss = F.cross_entropy(logits.float(), labels[:, -1])
+        batch = tuple(t.to(device, non_blocking=True) for t in batches.get(step))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = _step_loss(cfg, model, batch, loss_fn, device)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         step, done_here = step + 1, done_here + 1
-        window.append(loss.item())
+        window.append(loss)
         recent.append(window[-1])
         if step % cfg.eval_every == 0 or step == cfg.steps:
             history.append({"step": step, "eval": "train", "metric": "loss", "value": sum(window) / len(window)})
@@ -89,7 +110,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
         if is_chief and (step % cfg.log_every == 0 or step == cfg.steps):
             progress({"step": step, "steps": cfg.steps, "loss": sum(recent) / len(recent),
                       "steps_per_s": done_here / (time.perf_counter() - started),
-                      "accuracy": {k: v["accuracy"] for k, v in last_eval.items()}})
+                      "accuracy": {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}})
         if is_chief and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             checkpointer.save(step, raw, optimizer, scheduler, {"history": history, "data_state": data_state})
     return history

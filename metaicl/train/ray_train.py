@@ -1,10 +1,14 @@
-"""The one module that touches Ray Train: runs `run_arm` on TorchTrainer workers.
+"""The one module that touches Ray Train: runs a spec's `run` (an arm of the spine, an LM stage) on TorchTrainer
+workers.
 
     fit_arms([spec_a, spec_b], storage_root)     # arms train concurrently; Ray queues what does not fit
 
+A spec has `arm` (its name), `train` (TrainConfig: workers, resources, failures) and
+`run(rank=, world=, device=, wrap=, report=)`: `metaicl.train.arm.ArmSpec`, `metaicl.train.lm.LMStage`.
+
 Each worker learns its rank from the Ray Train context, wraps the model with `prepare_model` (DDP when
 num_workers > 1, gloo on CPU, NCCL on GPU) and reports metrics at every evaluation. Fault tolerance: Ray Train
-restarts failed workers up to train.max_failures times, and `run_arm` resumes from the arm's latest checkpoint.
+restarts failed workers up to train.max_failures times, and `run` resumes from the latest checkpoint.
 On a multi-node cluster, the run and data directories must be on storage every node sees.
 """
 from __future__ import annotations
@@ -13,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from metaicl.core.errors import ConfigError
-from metaicl.train.arm import ArmSpec, run_arm
 
 
 def _worker(config: dict) -> None:
@@ -21,11 +24,11 @@ def _worker(config: dict) -> None:
     import ray.train.torch
 
     ctx = ray.train.get_context()
-    run_arm(config["spec"], rank=ctx.get_world_rank(), world=ctx.get_world_size(),
-            device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model, report=ray.train.report)
+    config["spec"].run(rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
+                       wrap=ray.train.torch.prepare_model, report=ray.train.report)
 
 
-def fit_arm(spec: ArmSpec, storage_root: str | Path) -> None:
+def fit_arm(spec, storage_root: str | Path) -> None:
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -43,7 +46,7 @@ def fit_arm(spec: ArmSpec, storage_root: str | Path) -> None:
     trainer.fit()
 
 
-def check_resources(specs: list[ArmSpec], available: dict) -> None:
+def check_resources(specs: list, available: dict) -> None:
     """A ConfigError, instead of a placement group that waits forever, when one arm's workers ask for more GPUs
     or CPUs than the whole cluster has. (An autoscaling cluster reports what it has now: start its GPU nodes, or
     set their min_workers, before submitting.)"""
@@ -58,7 +61,7 @@ def check_resources(specs: list[ArmSpec], available: dict) -> None:
                                        f"Ray cluster has {available.get(kind, 0):g}")
 
 
-def fit_arms(specs: list[ArmSpec], storage_root: str | Path) -> None:
+def fit_arms(specs: list, storage_root: str | Path) -> None:
     """Fit every arm, concurrently; re-raises the first failure."""
     if not specs:
         return

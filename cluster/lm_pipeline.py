@@ -1,0 +1,188 @@
+"""An LM experiment end to end: data -> pretrain -> metatrain -> eval -> results.parquet + report.md.
+
+    run_lm(cfg, resolved_yaml)                         # every stage the config names
+    run_lm(cfg, resolved_yaml, stages=("eval",))       # one stage (its inputs must exist or come from lm.name_or_path)
+
+Each stage is skipped when its output exists (a mixture's manifest.json, a task collection's families.json, a
+model's metrics.parquet, results.parquet). Training stages run on Ray Train workers (`fit_arms`: the meta-trained
+variants concurrently); evaluation runs one Ray task per model, with the same resources as one training worker.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+
+from metaicl.core.errors import ConfigError
+from metaicl.core.hashing import config_hash
+from metaicl.core.io import read_json, write_parquet, write_text
+from metaicl.core.config import to_dict
+from metaicl.core.ray_local import init_ray
+from metaicl.eval.methods import META_VARIANTS, METHODS, variants_needed
+from metaicl.lm_experiment import LMExperimentConfig, run_dir
+from metaicl.train.lm import EpisodeData, LMStage
+from pretrain_data.build import build, target_dir
+from pretrain_data.manifest import Manifest
+from pretrain_data.task_families import build_task_families, token_range_of
+from cluster.lm_report import headline, write_lm_report
+
+STAGES = ("pretrain", "metatrain", "eval")
+RESULT_COLUMNS = ["method", "task", "k", "seed", "scoring", "metric", "value"]
+
+
+@dataclasses.dataclass
+class Inputs:
+    """What the stages read: the mixture (if any), the tokenizer, the task collection and its split."""
+    manifest: Manifest | None
+    tokenizer: str
+    tasks_path: str
+    meta_train: list[str]
+    eval: list[str]
+
+
+def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Callable) -> Inputs:
+    manifest = None
+    if cfg.pretrain is not None:
+        where = target_dir(cfg.pretrain, cfg.data_root)
+        if not (where / "manifest.json").exists():
+            ray_once()
+            t = time.perf_counter()
+            build(cfg.pretrain, cfg.data_root, progress=progress)
+            echo(f"data: built {where} in {time.perf_counter() - t:.1f}s")
+        else:
+            echo(f"data: reusing {where}")
+        manifest = Manifest.read(where)
+    if cfg.tasks.synthetic is not None:
+        span = token_range_of(manifest, cfg.tasks.source, key="tasks.source")
+        key = config_hash({"tasks": to_dict(cfg.tasks.synthetic), "token_range": list(span)})[:8]
+        root = Path(cfg.data_root) / f"tasks-{key}"
+        if not (root / "families.json").exists():
+            build_task_families(cfg.tasks.synthetic, span, root)
+            echo(f"tasks: wrote {root}")
+        splits = read_json(root / "families.json")["splits"]
+        return Inputs(manifest, f"ids:{manifest.vocab_size}", str(root), splits["meta_train"], splits["eval"])
+    tokenizer = cfg.lm.tokenizer or cfg.lm.name_or_path
+    if tokenizer is None:
+        raise ConfigError("lm.tokenizer", "text tasks need a tokenizer: set lm.tokenizer or lm.name_or_path")
+    return Inputs(manifest, tokenizer, cfg.tasks.path, list(cfg.tasks.meta_train), list(cfg.tasks.eval))
+
+
+def training_stages(cfg: LMExperimentConfig, out: Path, inputs: Inputs,
+                    stages=STAGES) -> tuple[LMStage | None, list[LMStage]]:
+    """The pretraining stage (None without `pretrain:`, or when a single later stage starts from lm.name_or_path)
+    and one meta-training stage per variant the methods need."""
+    pre = None
+    if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
+        pre = LMStage("pretrain", str((out / "pretrained").absolute()), cfg.lm, cfg.train,
+                      stream=str((inputs.manifest.root / "manifest.json").absolute()),
+                      vocab_size=inputs.manifest.vocab_size)
+    base = str(pre.model_dir) if pre else cfg.lm.name_or_path
+    metas = []
+    for variant in [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]:
+        if not inputs.meta_train:
+            raise ConfigError("tasks.meta_train", f"method(s) scored by the meta-trained {variant!r} model need "
+                                                  f"meta-training tasks")
+        method, demos = META_VARIANTS[variant]
+        data = EpisodeData(str(Path(inputs.tasks_path).absolute()), inputs.meta_train,
+                           dataclasses.replace(cfg.episodes, method=method), cfg.metatrain.k if demos else 0,
+                           inputs.tokenizer, cfg.metatrain.seed)
+        metas.append(LMStage(variant, str((out / "metatrained" / variant).absolute()), cfg.lm, cfg.metatrain,
+                             init=base, episodes=data))
+    return pre, metas
+
+
+def fit(stages: list[LMStage], out: Path, echo, progress: bool, what: str) -> None:
+    from cluster.progress import ProgressMonitor
+    from metaicl.train.ray_train import fit_arms
+
+    for s in stages:
+        if s.done:
+            echo(f"{what} [{s.arm}]: done already, skipping")
+    todo = [s for s in stages if not s.done]
+    if not todo:
+        return
+    for s in todo:
+        if s.init is not None and not Path(s.init).exists() and s.init != s.lm.name_or_path:
+            raise ConfigError("lm.name_or_path", f"{what} [{s.arm}] starts from {s.init}, which does not exist: "
+                                                 f"run the earlier stage or set lm.name_or_path")
+        Path(s.out_dir).mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    with ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
+                         enabled=progress):
+        fit_arms(todo, out / "ray")
+    echo(f"{what}: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
+
+
+def model_dirs(cfg: LMExperimentConfig, pre: LMStage | None, metas: list[LMStage]) -> dict[str, str]:
+    """The model each needed variant scores with; this run's own models must have been trained."""
+    for stage in ([pre] if pre else []) + metas:
+        if not (stage.model_dir / "config.json").exists():
+            command = "train" if stage is pre else "metatrain"
+            raise ConfigError("lm.name_or_path", f"no {stage.arm} model at {stage.model_dir}: run `metaicl {command}` "
+                                                 f"with this config first")
+    dirs = {"pretrained": str(pre.model_dir) if pre else cfg.lm.name_or_path, **{s.arm: str(s.model_dir) for s in metas}}
+    return {v: dirs[v] for v in variants_needed(cfg.eval.methods)}
+
+
+def evaluate(cfg: LMExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo) -> pd.DataFrame:
+    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task."""
+    import ray
+
+    from metaicl.eval.evaluate import evaluate_variant
+
+    t = cfg.train
+    remote = ray.remote(evaluate_variant).options(num_cpus=t.cpus_per_worker,
+                                                  num_gpus=t.gpus_per_worker if t.use_gpu else 0)
+    device = "cuda" if t.use_gpu else "cpu"
+    futures = {}
+    for variant, path in dirs.items():
+        methods = [m for m in cfg.eval.methods if METHODS[m].model == variant]
+        futures[variant] = remote.remote(variant, path, methods, str(Path(inputs.tasks_path).absolute()),
+                                         inputs.eval, cfg.eval, cfg.episodes, cfg.finetune, inputs.tokenizer, device)
+    started, rows = time.perf_counter(), []
+    for variant, future in futures.items():
+        rows += ray.get(future)
+        echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable[[str], None] = print,
+           progress: bool | None = None) -> Path:
+    started = time.perf_counter()
+    progress = sys.stderr.isatty() if progress is None else progress
+    out = run_dir(cfg)
+    if "eval" in stages and (out / "results.parquet").exists() and (out / "report.md").exists():
+        echo(f"run {out}: every stage is done; reusing it")
+        echo(headline(pd.read_parquet(out / "results.parquet")))
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", resolved_yaml)
+    echo(f"run {out}")
+    ray_started = []
+
+    def ray_once():
+        if not ray_started:
+            init_ray(cfg.cluster)
+            ray_started.append(True)
+
+    inputs = prepare_inputs(cfg, echo, progress, ray_once)
+    pre, metas = training_stages(cfg, out, inputs, stages)
+    if pre is not None and "pretrain" in stages:
+        ray_once()
+        fit([pre], out, echo, progress, "pretrain")
+    if metas and "metatrain" in stages:
+        ray_once()
+        fit(metas, out, echo, progress, "metatrain")
+    if "eval" in stages:
+        ray_once()
+        results = evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo)
+        write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
+        echo(write_lm_report(out, cfg.name, results))
+        echo(headline(results))
+    echo(f"run {out}: {', '.join(stages)} done in {time.perf_counter() - started:.0f}s")
+    return out

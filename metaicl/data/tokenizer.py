@@ -1,0 +1,120 @@
+"""The one tokenizer interface that episodes and scoring use: encode, decode, bos_id, vocab_size.
+
+    tok = load_tokenizer("ids:1024")          # the synthetic language: "17 503\n22" -> [17, 503, 0, 22]
+    tok = load_tokenizer("runs/tok/tokenizer.json")   # a local tokenizers JSON; or a local HF tokenizer directory
+    ids = tok.encode("great movie")           # never adds special tokens: episodes place bos themselves
+
+`IdTokenizer` reads text that *is* token ids, so a model pretrained on a synthetic mixture can be given MetaICL
+episodes written as text; its newline is the document-boundary token (id 0) of those mixtures, so the default
+separators of MetaICL (newlines, Min et al. 2022) become boundary tokens. `HFTokenizer` wraps a local Hugging
+Face tokenizer (never downloaded, never remote code).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from metaicl.core.errors import ConfigError
+
+BOS_CANDIDATES = ("<|endoftext|>", "<s>", "</s>", "<bos>", "<eos>", "<|begin_of_text|>")
+
+
+class Tokenizer(Protocol):
+    bos_id: int
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids) -> str: ...
+
+
+class IdTokenizer:
+    """Text of whitespace-separated integer ids; every "\\n" is the token `newline_id`, spaces make no token."""
+
+    def __init__(self, vocab_size: int, newline_id: int = 0):
+        if not 0 <= newline_id < vocab_size:
+            raise ValueError(f"newline_id {newline_id} is outside the vocabulary [0, {vocab_size})")
+        self.vocab_size, self.newline_id, self.bos_id = vocab_size, newline_id, newline_id
+
+    def _id(self, word: str) -> int:
+        if not (word.isascii() and word.isdigit()) or int(word) >= self.vocab_size:
+            raise ValueError(f"{word!r} is not a token id in [0, {self.vocab_size})")
+        return int(word)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                ids.append(self.newline_id)
+            ids.extend(self._id(word) for word in line.split())
+        return ids
+
+    def decode(self, ids) -> str:
+        """Inverse of encode up to spacing: encode(decode(ids)) == ids."""
+        out = []
+        for i in map(int, ids):
+            if i == self.newline_id:
+                out.append("\n")
+            else:
+                out.append(f" {i}" if out and out[-1] != "\n" else str(i))
+        return "".join(out)
+
+
+class HFTokenizer:
+    """A local `tokenizers.Tokenizer` (the engine of every fast Hugging Face tokenizer)."""
+
+    def __init__(self, tokenizer, bos_id: int | None = None):
+        self.tokenizer = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        if bos_id is None:  # a bare tokenizers JSON has no bos notion: take the first known boundary token
+            found = (tokenizer.token_to_id(t) for t in BOS_CANDIDATES)
+            bos_id = next((i for i in found if i is not None), 0)
+        self.bos_id = bos_id
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "HFTokenizer":
+        from tokenizers import Tokenizer as RawTokenizer
+
+        try:
+            return cls(RawTokenizer.from_file(str(path)))
+        except Exception as e:  # tokenizers raises its own Exception type on bad JSON
+            raise ConfigError("tokenizer", f"cannot read a tokenizer from {str(path)!r}: {e}") from e
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "HFTokenizer":
+        from transformers import AutoTokenizer
+
+        try:
+            hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise ConfigError("tokenizer", f"cannot load a tokenizer from {str(path)!r}: {e}") from e
+        if getattr(hf, "backend_tokenizer", None) is None:
+            raise ConfigError("tokenizer", f"{str(path)!r} has no fast tokenizer (tokenizer.json)")
+        bos = hf.bos_token_id if hf.bos_token_id is not None else hf.eos_token_id
+        return cls(hf.backend_tokenizer, 0 if bos is None else bos)
+
+    def encode(self, text: str) -> list[int]:
+        # A literal "<|endoftext|>" in task text is text, not a boundary (as pretrain_data.text.encode does).
+        literal, self.tokenizer.encode_special_tokens = self.tokenizer.encode_special_tokens, True
+        try:
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        finally:
+            self.tokenizer.encode_special_tokens = literal
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def load_tokenizer(spec: str) -> IdTokenizer | HFTokenizer:
+    """"ids:<vocab_size>" -> IdTokenizer; a directory -> HFTokenizer.from_dir; a *.json file -> from_json."""
+    if spec.startswith("ids:"):
+        size = spec.removeprefix("ids:")
+        if not size.isdigit() or int(size) < 1:
+            raise ConfigError("tokenizer", f"expected ids:<vocab_size>, got {spec!r}")
+        return IdTokenizer(int(size))
+    path = Path(spec)
+    if path.is_dir():
+        return HFTokenizer.from_dir(path)
+    if path.is_file() and path.suffix == ".json":
+        return HFTokenizer.from_json(path)
+    raise ConfigError("tokenizer", f"{spec!r} is not ids:<vocab_size>, a tokenizer directory or a *.json file")

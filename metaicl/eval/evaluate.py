@@ -1,0 +1,108 @@
+"""The evaluation door: score one model's methods on the target tasks -> tidy rows.
+
+    rows = evaluate_variant("metaicl", "runs/x/metatrained/metaicl/model", ["metaicl"], "runs/data/tasks-1a2b",
+                            ["last_token_00"], ICLEvalConfig(), EpisodeConfig(), FinetuneConfig(), "ids:4097")
+    # [{"method": "metaicl", "task": "last_token_00", "k": 16, "seed": 100, "scoring": "sum",
+    #   "metric": "macro_f1", "value": 0.93}, ...]
+
+MetaICL's protocol (Min et al. 2022, Sec. 4): for each seed, k training examples are sampled once and are the
+demonstrations of every test query; the answer is the option with the highest score. Scores are summed option
+log-probabilities (`scoring: sum`) and their per-token mean (`scoring: mean`), direct or channel, optionally minus
+the score given a null input (PMI). Classification -> macro-F1 and accuracy. 0-shot methods do not depend on k or
+the seed: they are scored once and reported with k = 0 for every seed, so means and worsts line up.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import torch
+
+from metaicl.data.episodes import EpisodeConfig, score_request, train_sequence
+from metaicl.data.tasks import Task, load_collection, sample_demos
+from metaicl.data.tokenizer import load_tokenizer
+from metaicl.eval.methods import METHODS, Method
+from metaicl.eval.metrics import accuracy, macro_f1
+from metaicl.eval.scoring import option_scores, pmi_scores, score
+from metaicl.models.lm import load_lm
+
+SCORINGS = {"sum": False, "mean": True}
+"""scoring column -> length-normalise (per-token mean of the option's log-probs)."""
+
+
+def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConfig, tok, device) -> dict[str, np.ndarray]:
+    """Predicted option index of every test example, per scoring."""
+    ep = dataclasses.replace(episodes, method=method.method)
+    tests = task.test[: cfg.max_test_examples or None]
+    requests = [score_request(demos, ex.input, task.options, ep, tok) for ex in tests]
+    raw = score(model, requests, fast=cfg.fast, batch_size=cfg.batch_size, device=device)
+    null = (score(model, [score_request(demos, cfg.null_input, task.options, ep, tok)], fast=cfg.fast,
+                  batch_size=cfg.batch_size, device=device)[0] if method.pmi else None)
+    preds = {}
+    for name, norm in SCORINGS.items():
+        scores = [option_scores(r, norm) for r in raw]
+        if null is not None:
+            scores = [pmi_scores(s, option_scores(null, norm)) for s in scores]
+        preds[name] = np.array([int(np.argmax(s)) for s in scores])
+    return preds
+
+
+def finetuned(model, demos, episodes: EpisodeConfig, tok, steps: int, lr: float, device):
+    """A copy of `model` trained on the k examples as 0-shot sequences (loss on the output only), full batch."""
+    from metaicl.train.lm import lm_loss, pad
+
+    tuned = copy.deepcopy(model).train()
+    seqs = [train_sequence([], ex, dataclasses.replace(episodes, method="direct"), tok) for ex in demos]
+    batch = tuple(t.to(device) for t in pad([s.ids for s in seqs], [s.loss_mask for s in seqs]))
+    optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        lm_loss(tuned, batch).backward()
+        optimizer.step()
+    return tuned.eval()
+
+
+def rows_for(method_name: str, task: Task, k: int, seed: int, preds: dict[str, np.ndarray], cfg) -> list[dict]:
+    gold = np.array([task.options.index(ex.output) for ex in task.test[: cfg.max_test_examples or None]])
+    labels = list(range(len(task.options)))
+    out = []
+    for scoring, pred in preds.items():
+        for metric, value in (("macro_f1", macro_f1(pred, gold, labels)), ("accuracy", accuracy(pred, gold))):
+            out.append({"method": method_name, "task": task.name, "k": k, "seed": seed, "scoring": scoring,
+                        "metric": metric, "value": float(value)})
+    return out
+
+
+def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device) -> list[dict]:
+    method = METHODS[name]
+    if not method.demos and not method.finetune:  # one score, the same for every seed
+        preds = predict(model, task, [], method, cfg, episodes, tok, device)
+        return [r for seed in cfg.seeds for r in rows_for(name, task, 0, seed, preds, cfg)]
+    rows = []
+    for k in cfg.k:
+        for seed in cfg.seeds:
+            demos = sample_demos(task, k, seed)
+            if method.finetune:
+                tuned = finetuned(model, demos, episodes, tok, finetune.steps, finetune.lr, device)
+                preds = predict(tuned, task, [], method, cfg, episodes, tok, device)
+            else:
+                preds = predict(model, task, demos, method, cfg, episodes, tok, device)
+            rows += rows_for(name, task, k, seed, preds, cfg)
+    return rows
+
+
+def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str, task_names: list[str],
+                     cfg, episodes: EpisodeConfig, finetune, tokenizer: str, device: str = "cpu",
+                     progress=None) -> list[dict]:
+    """Every row of `methods` (all scored by this variant's model) on every target task."""
+    model = load_lm(model_dir).to(device).eval()
+    tok = load_tokenizer(tokenizer)
+    tasks = load_collection(tasks_path, task_names)
+    rows = []
+    for name in methods:
+        for task_name in task_names:
+            rows += evaluate_method(model, name, tasks[task_name], cfg, episodes, finetune, tok, device)
+            if progress:
+                progress(variant, name, task_name)
+    return rows

@@ -1,0 +1,180 @@
+"""Language-model stages on one rank, no Ray: pretraining on a token mixture, MetaICL meta-training on episodes.
+
+    LMStage("pretrain", "runs/x/pretrained", LMConfig(), TrainConfig(), stream="runs/data/zipf-1a2b/manifest.json",
+            vocab_size=4097).run()
+    LMStage("metaicl", "runs/x/metatrained/metaicl", LMConfig(), TrainConfig(), init="runs/x/pretrained/model",
+            episodes=EpisodeData("runs/data/tasks-9f8e", ["first_token_00", ...], EpisodeConfig(), k=4,
+                                 tokenizer="ids:4097", seed=0)).run()
+
+Writes into out_dir: checkpoints/ (resume), progress.json (live), model/ (Hugging Face format, loadable with
+`AutoModelForCausalLM.from_pretrained`) and last metrics.parquet, whose presence marks the stage complete.
+`ray_train.fit_arms` runs `LMStage.run` on Ray Train workers exactly as it runs the spine's arms.
+
+Batches depend on the step only (never on rank count or restarts): pretraining reads windows
+[s*B, (s+1)*B) of the blended stream (cycling); meta-training draws episode i of step s with rng (seed, s, i):
+a meta-training task, then k demonstrations and a query from its training pool (Min et al. 2022, Sec. 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from metaicl.core.io import write_json, write_parquet
+from metaicl.core.seeding import rng_for, seed_all
+from metaicl.data.episodes import EpisodeConfig, train_sequence
+from metaicl.data.tasks import load_collection
+from metaicl.data.tokenizer import load_tokenizer
+from metaicl.models.lm import LMConfig, build_lm, save_lm
+from metaicl.train.checkpoint import Checkpointer
+from metaicl.train.config import TrainConfig
+from metaicl.train.loop import train_loop
+
+DONE_FILE = "metrics.parquet"
+EVAL_BATCH = 32
+"""Sequences in the fixed held-out batch whose loss is tracked during training."""
+
+
+def lm_loss(model, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions the mask marks as targets (all tokens when pretraining;
+    the query's output only in MetaICL episodes). Right padding needs no attention mask: the model is causal."""
+    ids, mask = batch
+    logits = model(input_ids=ids).logits[:, :-1].float()
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
+    weight = mask[:, 1:].reshape(-1).float()
+    return (nll * weight).sum() / weight.sum().clamp(min=1)
+
+
+def pad(sequences: list[list[int]], masks: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros(len(sequences), width, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for i, (s, m) in enumerate(zip(sequences, masks)):
+        ids[i, : len(s)], mask[i, : len(m)] = torch.tensor(s), torch.tensor(m)
+    return ids, mask
+
+
+class StreamBatches:
+    """Global batch s = windows [s*B, (s+1)*B) of a mixture's blended stream, modulo its length; rank r takes
+    rows r, r+world, ... of it."""
+
+    def __init__(self, manifest_path: str, batch_size: int, rank: int = 0, world: int = 1):
+        from pretrain_data.manifest import Manifest
+        from pretrain_data.token_reader import TokenStream
+
+        self.stream = TokenStream(Manifest.read(Path(manifest_path).parent))
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+
+    def windows(self, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.from_numpy(self.stream.windows(positions).astype(np.int64))
+        return ids, torch.ones_like(ids)
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = (step * self.batch_size + np.arange(self.batch_size)) % len(self.stream)
+        return self.windows(rows[self.rank :: self.world])
+
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream's last windows: seen last in training, if at all (the stream has no validation split)."""
+        n = len(self.stream)
+        return self.windows(np.arange(max(0, n - EVAL_BATCH), n))
+
+
+@dataclass
+class EpisodeData:
+    """Where meta-training episodes come from and how they look."""
+    tasks_path: str
+    task_names: list[str]
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    k: int = 16
+    """Demonstrations per episode (MetaICL: k = 16; 0 = multi-task 0-shot training)."""
+    tokenizer: str = ""
+    seed: int = 0
+
+
+class EpisodeBatches:
+    """Episode i of global batch s: task, demonstrations and query drawn with rng (seed, "episode", s, i)."""
+
+    def __init__(self, data: EpisodeData, batch_size: int, rank: int = 0, world: int = 1):
+        self.data, self.batch_size, self.rank, self.world = data, batch_size, rank, world
+        self.tasks = load_collection(data.tasks_path, data.task_names)
+        self.names = sorted(self.tasks)
+        self.tok = load_tokenizer(data.tokenizer)
+
+    def episode(self, *key) -> tuple[list[int], list[int]]:
+        rng = rng_for(self.data.seed, "episode", *key)
+        task = self.tasks[self.names[rng.integers(len(self.names))]]
+        picked = rng.choice(len(task.train), size=self.data.k + 1, replace=False)
+        demos, query = [task.train[i] for i in picked[:-1]], task.train[picked[-1]]
+        seq = train_sequence(demos, query, self.data.episodes, self.tok)
+        return seq.ids, seq.loss_mask
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.episode(step, i) for i in range(self.batch_size)[self.rank :: self.world]]
+        return pad(*zip(*pairs))
+
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad(*zip(*(self.episode("heldout", i) for i in range(EVAL_BATCH))))
+
+
+@dataclass
+class LMStage:
+    arm: str
+    """Stage name (pretrain, metaicl, channel_metaicl, multitask_zero_shot): the Ray Train run's name."""
+    out_dir: str
+    lm: LMConfig
+    train: TrainConfig
+    init: Optional[str] = None
+    """Model directory to start from; None = a fresh model from `lm` (or lm.name_or_path)."""
+    stream: Optional[str] = None
+    """Pretraining: manifest.json of the token mixture."""
+    episodes: Optional[EpisodeData] = None
+    """Meta-training: the task collection and episode format."""
+    vocab_size: int = 0
+
+    @property
+    def done(self) -> bool:
+        return (Path(self.out_dir) / DONE_FILE).exists()
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.out_dir) / "model"
+
+    def batches(self, rank: int, world: int):
+        if self.stream is not None:
+            return StreamBatches(self.stream, self.train.batch_size, rank, world)
+        return EpisodeBatches(self.episodes, self.train.batch_size, rank, world)
+
+    def data_state(self) -> dict:
+        what = {"stream": self.stream} if self.stream else {"tasks": self.episodes.task_names, "k": self.episodes.k,
+                                                            "method": self.episodes.episodes.method}
+        return {**what, "batch_size": self.train.batch_size, "init": self.init}
+
+    def run(self, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
+            wrap: Callable = lambda m: m, report: Callable[[dict], None] = lambda m: None) -> list[dict]:
+        out = Path(self.out_dir)
+        seed_all(self.train.seed)
+        model = build_lm(self.lm, self.vocab_size, init=self.init).to(device)
+        batches = self.batches(rank, world)
+        heldout = batches.heldout() if rank == 0 else None
+
+        @torch.no_grad()
+        def evaluate() -> dict:
+            was = model.training
+            model.eval()
+            loss = lm_loss(model, tuple(t.to(device) for t in heldout)).item()
+            model.train(was)
+            return {"heldout": {"loss": loss}}
+
+        history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=lm_loss,
+                             checkpointer=Checkpointer(out / "checkpoints"), is_chief=rank == 0, device=device,
+                             report=report, progress=lambda p: write_json(out / "progress.json", p),
+                             data_state=self.data_state())
+        if rank == 0:
+            save_lm(model, self.model_dir)
+            write_parquet(out / DONE_FILE, pa.Table.from_pylist(history))
+        return history

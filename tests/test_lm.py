@@ -1,0 +1,116 @@
+"""Language models: presets, Hugging Face round trip, the LM loss, gradient accumulation, and resume of an LM stage
+(pretraining on a mixture's stream, MetaICL meta-training on episodes) — all without Ray."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from metaicl.core.errors import ConfigError
+from metaicl.data.episodes import EpisodeConfig
+from metaicl.models.lm import LMConfig, build_lm, count_params, save_lm
+from metaicl.train.config import TrainConfig
+from metaicl.train.lm import EpisodeData, LMStage, lm_loss
+from pretrain_data.mixture_config import MixtureConfig, SourceConfig
+from pretrain_data.zipf_lm import ZipfLMConfig
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_saved_model_reloads_with_from_pretrained_and_gives_the_same_logits(arch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = build_lm(LMConfig(arch=arch, preset="tiny", context_length=32), vocab_size=50).eval()
+    save_lm(model, tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    ids = torch.randint(0, 50, (2, 16))
+    assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
+
+
+def test_presets_set_the_size_and_explicit_fields_override_them():
+    assert LMConfig(preset="124m").size() == {"n_layer": 12, "n_head": 12, "d_model": 768}
+    assert LMConfig(preset="tiny", n_layer=3).size()["n_layer"] == 3
+    gpt2_small = build_lm(LMConfig(preset="124m", context_length=1024), vocab_size=50257)
+    assert 123e6 < count_params(gpt2_small) < 125e6  # GPT-2 small: 124M (tied embeddings)
+    with pytest.raises(ConfigError, match="lm.preset"):
+        LMConfig(preset="huge").validate()
+    with pytest.raises(ConfigError, match="lm.n_head"):
+        LMConfig(d_model=64, n_head=3).validate()
+
+
+def test_the_lm_loss_counts_only_masked_targets():
+    model = build_lm(LMConfig(context_length=16), vocab_size=20).eval()
+    ids = torch.randint(1, 20, (1, 8))
+    full = lm_loss(model, (ids, torch.ones_like(ids)))
+    mask = torch.zeros_like(ids)
+    mask[0, 5] = 1
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, 4].float(), -1)
+    assert torch.allclose(lm_loss(model, (ids, mask)), -logp[ids[0, 5]], atol=1e-6)
+    assert not torch.allclose(full, lm_loss(model, (ids, mask)))
+
+
+@pytest.fixture(scope="module")
+def mixture(tmp_path_factory):
+    from pretrain_data.build import build
+
+    cfg = MixtureConfig(name="lm-test", token_budget=64 * 32, context_length=32, windows_per_shard=32,
+                        sources={"zipf": SourceConfig(kind="zipf_lm", zipf_lm=ZipfLMConfig(vocab_size=64,
+                                                                                              doc_length=32))})
+    return build(cfg, tmp_path_factory.mktemp("data"), max_in_flight=1)
+
+
+def pretrain_stage(mixture, out, **train):
+    kw = dict(steps=8, batch_size=4, lr=1e-2, warmup_steps=2, eval_every=2, ckpt_every=4, log_every=2) | train
+    return LMStage("pretrain", str(out), LMConfig(context_length=32), TrainConfig(**kw),
+                   stream=str(mixture.root / "manifest.json"), vocab_size=mixture.vocab_size)
+
+
+def test_resume_continues_the_step_count_and_the_loss_curve(mixture, tmp_path):
+    reference = pd.DataFrame(pretrain_stage(mixture, tmp_path / "a").run())
+    stage = pretrain_stage(mixture, tmp_path / "b")
+    stage.run()
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_0000008")  # as if stopped after the step-4 checkpoint
+    (tmp_path / "b" / "metrics.parquet").unlink()
+    resumed = pd.DataFrame(stage.run())
+    assert resumed.step.max() == 8 and resumed.groupby(["step", "eval"]).size().max() == 1
+    pd.testing.assert_frame_equal(resumed, reference)
+    assert (tmp_path / "b" / "model" / "config.json").exists()
+
+
+def test_gradient_accumulation_gives_the_same_gradient_and_loss(mixture):
+    from metaicl.train.lm import StreamBatches
+    from metaicl.train.loop import _step_loss
+
+    batch = StreamBatches(str(mixture.root / "manifest.json"), batch_size=8).get(0)
+    grads, losses = [], []
+    for accum in (1, 2, 4):
+        torch.manual_seed(0)
+        model = build_lm(LMConfig(context_length=32), vocab_size=mixture.vocab_size)
+        losses.append(_step_loss(TrainConfig(batch_size=8, grad_accum=accum), model, batch, lm_loss,
+                                 torch.device("cpu")))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    for g, loss in zip(grads[1:], losses[1:]):
+        assert torch.allclose(g, grads[0], atol=1e-6) and abs(loss - losses[0]) < 1e-5
+
+
+def test_metatraining_starts_from_the_given_model_and_lowers_the_episode_loss(mixture, tmp_path):
+    from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
+
+    families = build_task_families(TaskFamiliesConfig(meta_train_families=["first_token"], eval_families=["keyword"],
+                                                       tasks_per_family=2, eval_tasks_per_family=1,
+                                                       train_examples=16, test_examples=4),
+                                   (1, mixture.vocab_size), tmp_path / "tasks")
+    base = pretrain_stage(mixture, tmp_path / "pre", steps=2)
+    base.run()
+    data = EpisodeData(str(tmp_path / "tasks"), families["splits"]["meta_train"],
+                       EpisodeConfig(input_sep=" ", example_sep="\n", max_length=32), k=2,
+                       tokenizer=f"ids:{mixture.vocab_size}")
+    stage = LMStage("metaicl", str(tmp_path / "meta"), LMConfig(context_length=32),
+                    TrainConfig(steps=20, batch_size=8, lr=1e-2, warmup_steps=2, eval_every=10, ckpt_every=20),
+                    init=str(base.model_dir), episodes=data)
+    history = pd.DataFrame(stage.run())
+    heldout = history[history["eval"] == "heldout"].set_index("step")["value"]
+    assert heldout[20] < heldout[0]
+    assert stage.done

@@ -1,0 +1,97 @@
+"""LM experiments through the CLI: `metaicl run` chains data -> pretrain -> metatrain -> eval; `train`, `metatrain`
+and `eval` run single stages; the real-task config runs offline on a tiny random model with a local tokenizer."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from metaicl.cli import main
+from metaicl.eval.methods import METHODS
+from tests.conftest import ROOT
+
+SYNTHETIC = str(ROOT / "configs" / "metaicl_synthetic.yaml")
+REAL = str(ROOT / "configs" / "metaicl_real_tasks.yaml")
+TINY_SYNTHETIC = [  # the synthetic pipeline at toy size: it checks the plumbing, not that ICL emerges
+    "pretrain.token_budget=16384", "pretrain.context_length=64", "pretrain.windows_per_shard=128",
+    "train.steps=4", "train.batch_size=8", "train.warmup_steps=1", "train.eval_every=2",
+    "tasks.synthetic.tasks_per_family=2", "tasks.synthetic.eval_tasks_per_family=2",
+    "tasks.synthetic.train_examples=12", "tasks.synthetic.test_examples=6",
+    "metatrain.steps=3", "metatrain.batch_size=4", "metatrain.k=2", "metatrain.warmup_steps=1",
+    "metatrain.eval_every=3", "finetune.steps=2", "eval.k=[2]", "eval.seeds=[100,13]", "episodes.max_length=64",
+    "lm.context_length=64"]
+
+
+def test_run_chains_every_stage_and_writes_the_metaicl_table(ray_session, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [SYNTHETIC, f"out_dir={out}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
+    assert main(["run", *args]) == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert {"method", "task", "k", "seed", "metric", "value"} <= set(results.columns)
+    assert set(results.method) == set(METHODS)
+    assert set(results.task) == {"last_token_000", "last_token_001"}  # held-out family only
+    assert set(results.seed) == {100, 13} and set(results.metric) == {"macro_f1", "accuracy"}
+    assert set(results[results.method == "metaicl"].k) == {2} and set(results[results.method == "zero_shot"].k) == {0}
+    assert results.value.between(0, 1).all()
+    report = (out / "report.md").read_text()
+    assert "| MetaICL | 2 |" in report and "| Channel MetaICL | 2 |" in report and "worst" in report
+    for variant in ("metaicl", "channel_metaicl", "multitask_zero_shot"):
+        assert (out / "metatrained" / variant / "model" / "model.safetensors").exists()
+    capsys.readouterr()
+    assert main(["run", *args]) == 0  # every stage done: nothing is recomputed
+    assert "every stage is done" in capsys.readouterr().out
+
+    # single stages, each on its own with a model path: evaluate the meta-trained model as the base model
+    solo = tmp_path / "solo"
+    assert main(["eval", *args[:1], f"out_dir={solo}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC,
+                 f"lm.name_or_path={out / 'metatrained' / 'metaicl' / 'model'}",
+                 "eval.methods=[zero_shot,in_context]"]) == 0
+    assert set(pd.read_parquet(solo / "results.parquet").method) == {"zero_shot", "in_context"}
+    assert not (solo / "pretrained").exists()
+
+
+def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_session, tmp_path, capsys):
+    args = [SYNTHETIC, f"out_dir={tmp_path / 'run'}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
+    assert main(["eval", *args]) == 2
+    assert "metaicl train" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "results.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_model(tmp_path_factory):
+    """A tiny random GPT-2 with a byte-level BPE tokenizer trained here on the shipped tasks: a stand-in for
+    GPT-2 Large in the same Hugging Face layout."""
+    from transformers import PreTrainedTokenizerFast
+
+    from metaicl.data.tasks import load_collection
+    from metaicl.models.lm import LMConfig, build_lm, save_lm
+    from pretrain_data.text import train_tokenizer
+
+    tasks = load_collection(ROOT / "data" / "icl", ["sst2", "cb"])
+    texts = [ex.input + " " + ex.output for t in tasks.values() for ex in t.train[:200]]
+    tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(texts, 300), eos_token="<|endoftext|>",
+                                  bos_token="<|endoftext|>")
+    where = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
+    save_lm(build_lm(LMConfig(preset="tiny", context_length=512), vocab_size=len(tok)), where)
+    tok.save_pretrained(where)
+    return where
+
+
+def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path, tiny_hf_model):
+    out = tmp_path / "real"
+    assert main(["run", REAL, f"out_dir={out}", f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
+                 "train.use_gpu=false", "metatrain.use_gpu=false", "metatrain.precision=auto", "metatrain.steps=2",
+                 "metatrain.k=2", "metatrain.grad_accum=1", "metatrain.eval_every=2", "finetune.steps=1",
+                 "episodes.max_length=512", "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]",
+                 "eval.max_test_examples=3", "eval.methods=[zero_shot,pmi_in_context,channel_in_context,metaicl]"]) == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results.task) == {"cb", "mnli"}
+    assert set(results.method) == {"zero_shot", "pmi_in_context", "channel_in_context", "metaicl"}
+    assert (out / "metatrained" / "metaicl" / "model" / "config.json").exists()
+
+
+def test_stage_commands_need_an_lm_experiment_and_mixtures_need_a_model(tmp_path, capsys):
+    assert main(["train", str(ROOT / "configs" / "quickstart.yaml"), f"out_dir={tmp_path / 'x'}"]) == 2
+    assert "needs an `lm:` group" in capsys.readouterr().err
+    assert main(["run", str(ROOT / "configs" / "data" / "zipf_alpha.yaml"), f"out_dir={tmp_path / 'y'}"]) == 2
+    assert "add an `lm:` group" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
