@@ -53,7 +53,6 @@ no_proxy, so requests to a loopback dashboard go direct (tests/test_jobs.py chec
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
@@ -66,10 +65,10 @@ from typing import Iterator, Optional
 
 from metaicl.core.errors import ConfigError
 
-SCHEMAS = {"run": "metaicl.experiment:ExperimentConfig", "sweep": "metaicl.experiment:ExperimentConfig"}
-"""`metaicl <command>` a job may run -> the config schema validated before submitting (a dataclass with a
-`name`; its `cluster.address`, if any, goes from local to auto). Imported on submit only: status/logs/stop stay
-light (no torch)."""
+COMMANDS = ("run", "sweep", "train", "metatrain", "eval")
+"""`metaicl <command>` a job may run; its config is validated before submitting (an experiment, or an LM experiment
+when it has an `lm:` group; its `cluster.address` goes from local to auto). Config code is imported on submit only:
+status/logs/stop stay light (no torch)."""
 
 DEFAULT_EXCLUDES = [
     ".git/", ".venv/", "venv/", ".metaicl/",  # history, environments, local submission scratch
@@ -92,22 +91,24 @@ def submit(config_path: str, overrides: list[str], address: Optional[str], *, co
     """Validate CONFIG + overrides, submit `metaicl <command>` on it as a Ray job; returns the job's id
     (`metaicl-<name>-<hash8>-<random6>`). wait=True returns only once the job is done (or after timeout_s:
     TimeoutError); ask status() how it ended."""
-    if command not in SCHEMAS:
-        raise ConfigError("command", f"must be one of {', '.join(SCHEMAS)}, got {command!r}")
+    if command not in COMMANDS:
+        raise ConfigError("command", f"must be one of {', '.join(COMMANDS)}, got {command!r}")
     root = Path(working_dir).resolve()
     if not root.is_dir():
         raise ConfigError("working_dir", f"not a directory: {root}")
     from omegaconf import OmegaConf
 
-    from metaicl.core.config import load_config, to_dict, to_yaml
-    from metaicl.core.hashing import config_hash
+    from metaicl.core.config import to_yaml
     from metaicl.experiment import ExperimentConfig, run_hash
+    from metaicl.lm_experiment import LMExperimentConfig, load_experiment, run_hash as lm_run_hash
 
-    module, _, schema = SCHEMAS[command].partition(":")
-    cfg, resolved = load_config(getattr(importlib.import_module(module), schema), config_path, overrides)
+    cfg, resolved = load_experiment(config_path, overrides)
+    if command in ("train", "metatrain", "eval") and not isinstance(cfg, LMExperimentConfig):
+        raise ConfigError("lm", f"`metaicl {command}` runs a stage of a language-model experiment: the config needs "
+                                f"an `lm:` group")
     if OmegaConf.select(resolved, "cluster.address") == "local":
         OmegaConf.update(resolved, "cluster.address", "auto")  # the driver runs on a cluster node: join it
-    hash8 = (run_hash(cfg) if isinstance(cfg, ExperimentConfig) else config_hash(to_dict(cfg)))[:8]
+    hash8 = (run_hash(cfg) if isinstance(cfg, ExperimentConfig) else lm_run_hash(cfg))[:8]
     stem = f"{cfg.name}-{hash8}-{secrets.token_hex(3)}"
     shipped = f"{SUBMITTED_DIR}/{stem}.yaml"
     entrypoint = (f"mkdir -p {SUBMITTED_DIR} && printf '%s' \"${CONFIG_ENV}\" > {shlex.quote(shipped)} && "

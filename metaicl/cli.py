@@ -237,7 +237,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("config", help="experiment YAML")
     submit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     submit.add_argument("--address", help="the cluster's dashboard, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
-    submit.add_argument("--command", choices=("run", "sweep"), default="run", help="what the job runs (default: run)")
+    submit.add_argument("--command", choices=("run", "sweep", "train", "metatrain", "eval"), default="run",
+                        help="what the job runs (default: run)")
     submit.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded")
     submit.set_defaults(fn=cmd_submit)
     jobs_cmd = sub.add_parser("jobs", help="status, logs or stop of a submitted job")

@@ -128,7 +128,8 @@ class LMExperimentConfig:
     """Pretraining (language modelling on the mixture's stream)."""
     tasks: TasksConfig = field(default_factory=TasksConfig)
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
-    """How demonstrations and the query are laid out (separators, length limits, truncation)."""
+    """How demonstrations and the query are laid out (separators, length limits, truncation). `episodes.method` is
+    set by each method (direct or channel), not here."""
     metatrain: MetaTrainConfig = field(default_factory=MetaTrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: ICLEvalConfig = field(default_factory=ICLEvalConfig)

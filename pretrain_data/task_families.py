@@ -69,11 +69,12 @@ class TaskFamiliesConfig:
     test_examples: int = 64
     """Test queries per task."""
     label_words: int = 0
-    """Label words come from the last `label_words` ids of the range, shared by every task (a small answer
+    """Label words come from the first `label_words` ids of the range, shared by every task (a small answer
     vocabulary, like the spine's L labels or the real tasks' common label words); which word answers which class
-    is still random per task. In a zipf_lm source the last ids are the rarest, about equally rare, so no label word
-    has a prior edge (a frequent one would win every direct 0-shot or in-context prediction: label bias, Zhao et
-    al. 2021). 0 = label words anywhere in the range."""
+    is still random per task. In a zipf_lm source the first ids are the most frequent words: the LM knows them
+    well enough to copy them from the context (with the rarest ids instead, a tiny LM's in-context accuracy fell
+    to chance), at the price of a prior that favours one of them (label bias, Zhao et al. 2021; PMI removes it).
+    0 = label words anywhere in the range."""
     filler_alpha: float = 1.0
     """Zipf exponent of the filler tokens over a random permutation of the token range (1.0 = Zipf's law)."""
     seed: int = 0
@@ -154,13 +155,13 @@ def make_task(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name
     rng = rng_for(cfg.seed, "task_families", family_name, index)
     c, k = cfg.num_classes, cfg.keys_per_class
     if cfg.label_words:  # labels from the shared answer vocabulary; keys and filler from the rest of the range
-        labels = hi - cfg.label_words + rng.choice(cfg.label_words, size=c, replace=False)
-        keys = lo + rng.choice(hi - lo - cfg.label_words, size=c * k, replace=False)
+        labels = lo + rng.choice(cfg.label_words, size=c, replace=False)
+        keys = lo + cfg.label_words + rng.choice(hi - lo - cfg.label_words, size=c * k, replace=False)
         drawn = np.concatenate([labels, keys])
     else:
         drawn = lo + rng.choice(hi - lo, size=c * (k + 1), replace=False)  # distinct: no label word is also a key
     order = lo + rng.permutation(hi - lo)
-    filler = order[~np.isin(order, drawn) & (order < hi - cfg.label_words)]  # answer words only answer
+    filler = order[~np.isin(order, drawn) & (order >= lo + cfg.label_words)]  # answer words only answer
     p = np.arange(1, len(filler) + 1, dtype=np.float64) ** -cfg.filler_alpha
     return Task(task_name(family_name, index), family_name, drawn[:c], drawn[c:].reshape(c, k), filler, p / p.sum())
 
