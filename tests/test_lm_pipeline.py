@@ -18,24 +18,37 @@ TINY_SYNTHETIC = [  # the synthetic pipeline at toy size: it checks the plumbing
     "tasks.synthetic.train_examples=12", "tasks.synthetic.test_examples=6",
     "metatrain.steps=3", "metatrain.batch_size=4", "metatrain.k=2", "metatrain.warmup_steps=1",
     "metatrain.eval_every=3", "finetune.steps=2", "eval.k=[2]", "eval.seeds=[100,13]", "episodes.max_length=64",
-    "lm.context_length=64"]
+    "lm.context_length=64", "eval.methods=[zero_shot,in_context,pmi_in_context,metaicl]"]
+"""Four methods, one meta-trained variant: every Ray Train fit costs ~20 s of start-up here. All eleven methods are
+scored in process by test_every_method_of_the_table_gives_rows."""
 
 
-def test_run_chains_every_stage_and_writes_the_metaicl_table(ray_session, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def ray_4cpu():
+    """Four logical CPUs on the 2-core box: the three meta-trained variants' toy trainers (and the four evaluation
+    tasks) run at once instead of in two rounds, which is what the time goes on here (trainer start-up)."""
+    from metaicl.core.ray_local import ClusterConfig, init_ray
+
+    ray = init_ray(ClusterConfig(num_cpus=4))
+    yield ray
+    ray.shutdown()
+
+
+def test_run_chains_every_stage_and_writes_the_metaicl_table(ray_4cpu, tmp_path, capsys):
     out = tmp_path / "run"
     args = [SYNTHETIC, f"out_dir={out}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
     assert main(["run", *args]) == 0
     results = pd.read_parquet(out / "results.parquet")
     assert {"method", "task", "k", "seed", "metric", "value"} <= set(results.columns)
-    assert set(results.method) == set(METHODS)
+    assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
     assert set(results.task) == {"last_token_000", "last_token_001"}  # held-out family only
     assert set(results.seed) == {100, 13} and set(results.metric) == {"macro_f1", "accuracy"}
     assert set(results[results.method == "metaicl"].k) == {2} and set(results[results.method == "zero_shot"].k) == {0}
     assert results.value.between(0, 1).all()
     report = (out / "report.md").read_text()
-    assert "| MetaICL | 2 |" in report and "| Channel MetaICL | 2 |" in report and "worst" in report
-    for variant in ("metaicl", "channel_metaicl", "multitask_zero_shot"):
-        assert (out / "metatrained" / variant / "model" / "model.safetensors").exists()
+    assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
+    assert (out / "metatrained" / "metaicl" / "model" / "model.safetensors").exists()
+    assert not (out / "metatrained" / "channel_metaicl").exists()  # only the variants the methods need
     capsys.readouterr()
     assert main(["run", *args]) == 0  # every stage done: nothing is recomputed
     assert "every stage is done" in capsys.readouterr().out
@@ -44,12 +57,12 @@ def test_run_chains_every_stage_and_writes_the_metaicl_table(ray_session, tmp_pa
     solo = tmp_path / "solo"
     assert main(["eval", *args[:1], f"out_dir={solo}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC,
                  f"lm.name_or_path={out / 'metatrained' / 'metaicl' / 'model'}",
-                 "eval.methods=[zero_shot,in_context]"]) == 0
+                 "eval.methods=[zero_shot,in_context]"]) == 0  # the last methods= wins
     assert set(pd.read_parquet(solo / "results.parquet").method) == {"zero_shot", "in_context"}
     assert not (solo / "pretrained").exists()
 
 
-def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_session, tmp_path, capsys):
+def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_4cpu, tmp_path, capsys):
     args = [SYNTHETIC, f"out_dir={tmp_path / 'run'}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
     assert main(["eval", *args]) == 2
     assert "metaicl train" in capsys.readouterr().err
@@ -76,17 +89,32 @@ def tiny_hf_model(tmp_path_factory):
     return where
 
 
-def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path, tiny_hf_model):
+def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_4cpu, tmp_path, tiny_hf_model):
+    """The pretrained-model rows through Ray (meta-training on text episodes: the next test, without Ray)."""
     out = tmp_path / "real"
     assert main(["run", REAL, f"out_dir={out}", f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
-                 "train.use_gpu=false", "metatrain.use_gpu=false", "metatrain.precision=auto", "metatrain.steps=2",
-                 "metatrain.k=2", "metatrain.grad_accum=1", "metatrain.eval_every=2", "finetune.steps=1",
-                 "episodes.max_length=512", "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]",
-                 "eval.max_test_examples=3", "eval.methods=[zero_shot,pmi_in_context,channel_in_context,metaicl]"]) == 0
+                 "train.use_gpu=false", "metatrain.use_gpu=false", "finetune.steps=1", "episodes.max_length=512",
+                 "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]", "eval.max_test_examples=3",
+                 "eval.methods=[zero_shot,pmi_in_context,channel_in_context,finetune]"]) == 0
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.task) == {"cb", "mnli"}
-    assert set(results.method) == {"zero_shot", "pmi_in_context", "channel_in_context", "metaicl"}
-    assert (out / "metatrained" / "metaicl" / "model" / "config.json").exists()
+    assert set(results.method) == {"zero_shot", "pmi_in_context", "channel_in_context", "finetune"}
+
+
+def test_metatraining_on_the_real_tasks_text_episodes_runs_and_saves_the_model(tmp_path, tiny_hf_model):
+    from metaicl.core.config import load_config
+    from metaicl.lm_experiment import LMExperimentConfig
+    from metaicl.train.config import TrainConfig
+    from metaicl.train.lm import EpisodeData, LMStage
+
+    cfg, _ = load_config(LMExperimentConfig, REAL, [f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
+                                                    "episodes.max_length=512", "episodes.max_length_per_example=64"])
+    data = EpisodeData(str(ROOT / "data" / "icl"), ["sst2", "mr"], cfg.episodes, k=2, tokenizer=str(tiny_hf_model))
+    stage = LMStage("metaicl", str(tmp_path / "meta"), cfg.lm, TrainConfig(steps=2, batch_size=2, eval_every=2,
+                                                                              warmup_steps=1), episodes=data)
+    history = stage.run()
+    assert stage.done and {h["step"] for h in history} == {0, 2}
+    assert (tmp_path / "meta" / "model" / "model.safetensors").exists()
 
 
 def test_stage_commands_need_an_lm_experiment_and_mixtures_need_a_model(tmp_path, capsys):
@@ -95,3 +123,31 @@ def test_stage_commands_need_an_lm_experiment_and_mixtures_need_a_model(tmp_path
     assert main(["run", str(ROOT / "configs" / "data" / "zipf_alpha.yaml"), f"out_dir={tmp_path / 'y'}"]) == 2
     assert "add an `lm:` group" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_every_method_of_the_table_gives_rows(tmp_path):
+    """All eleven rows, each scored by its model (here one tiny random LM stands in for every variant)."""
+    from metaicl.data.episodes import EpisodeConfig
+    from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.eval.methods import variants_needed
+    from metaicl.lm_experiment import FinetuneConfig, ICLEvalConfig
+    from metaicl.models.lm import LMConfig, build_lm, save_lm
+    from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
+
+    info = build_task_families(TaskFamiliesConfig(meta_train_families=[], eval_families=["last_token"],
+                                                  eval_tasks_per_family=2, train_examples=6, test_examples=6,
+                                                  input_length=2), (1, 40), tmp_path / "tasks")
+    save_lm(build_lm(LMConfig(context_length=64), vocab_size=40), tmp_path / "model")
+    cfg = ICLEvalConfig(k=[2, 4], seeds=[100, 13])
+    episodes = EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64)
+    rows = []
+    for variant in variants_needed(list(METHODS)):
+        methods = [m for m in METHODS if METHODS[m].model == variant]
+        rows += evaluate_variant(variant, str(tmp_path / "model"), methods, str(tmp_path / "tasks"),
+                                 info["splits"]["eval"], cfg, episodes, FinetuneConfig(steps=1), "ids:40")
+    results = pd.DataFrame(rows)
+    assert set(results.method) == set(METHODS)
+    per = results.groupby("method").k.agg(set)
+    assert all(per[m] == ({0} if not (METHODS[m].demos or METHODS[m].finetune) else {2, 4}) for m in METHODS)
+    assert len(results) == sum(len(per[m]) for m in METHODS) * 2 * 2 * 2 * 2  # k x tasks x seeds x scoring x metric
+    assert results.value.between(0, 1).all()

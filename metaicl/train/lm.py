@@ -28,8 +28,6 @@ import torch.nn.functional as F
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, train_sequence
-from metaicl.data.tasks import load_collection
-from metaicl.data.tokenizer import load_tokenizer
 from metaicl.models.lm import LMConfig, build_lm, save_lm
 from metaicl.train.checkpoint import Checkpointer
 from metaicl.train.config import TrainConfig
@@ -100,6 +98,9 @@ class EpisodeBatches:
     """Episode i of global batch s: task, demonstrations and query drawn with rng (seed, "episode", s, i)."""
 
     def __init__(self, data: EpisodeData, batch_size: int, rank: int = 0, world: int = 1):
+        from metaicl.data.tasks import load_collection  # imports `datasets`: only meta-training needs it
+        from metaicl.data.tokenizer import load_tokenizer
+
         self.data, self.batch_size, self.rank, self.world = data, batch_size, rank, world
         self.tasks = load_collection(data.tasks_path, data.task_names)
         self.names = sorted(self.tasks)
@@ -149,10 +150,12 @@ class LMStage:
             return StreamBatches(self.stream, self.train.batch_size, rank, world)
         return EpisodeBatches(self.episodes, self.train.batch_size, rank, world)
 
-    def data_state(self) -> dict:
-        what = {"stream": self.stream} if self.stream else {"tasks": self.episodes.task_names, "k": self.episodes.k,
-                                                            "method": self.episodes.episodes.method}
-        return {**what, "batch_size": self.train.batch_size, "init": self.init}
+    def data_state(self, batches) -> dict:
+        """What a checkpoint must have been trained on to be resumed: content, not paths (a run directory may move
+        from a laptop to a cluster)."""
+        what = ({"stream": batches.stream.manifest.config_hash} if self.stream else
+                {"tasks": self.episodes.task_names, "k": self.episodes.k, "method": self.episodes.episodes.method})
+        return {**what, "batch_size": self.train.batch_size}
 
     def run(self, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
             wrap: Callable = lambda m: m, report: Callable[[dict], None] = lambda m: None) -> list[dict]:
@@ -173,7 +176,7 @@ class LMStage:
         history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=lm_loss,
                              checkpointer=Checkpointer(out / "checkpoints"), is_chief=rank == 0, device=device,
                              report=report, progress=lambda p: write_json(out / "progress.json", p),
-                             data_state=self.data_state())
+                             data_state=self.data_state(batches))
         if rank == 0:
             save_lm(model, self.model_dir)
             write_parquet(out / DONE_FILE, pa.Table.from_pylist(history))
