@@ -30,6 +30,7 @@ from pretrain_data.build import build, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.task_families import build_task_families, token_range_of
 from cluster.lm_report import headline, write_lm_report
+from cluster.pipeline import fit_specs
 
 STAGES = ("pretrain", "metatrain", "eval")
 RESULT_COLUMNS = ["method", "task", "k", "seed", "scoring", "metric", "value"]
@@ -65,11 +66,13 @@ def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Call
             build_task_families(cfg.tasks.synthetic, span, root)
             echo(f"tasks: wrote {root}")
         splits = read_json(root / "families.json")["splits"]
-        return Inputs(manifest, f"ids:{manifest.vocab_size}", str(root), splits["meta_train"], splits["eval"])
+        return Inputs(manifest, f"ids:{manifest.vocab_size}", str(root.absolute()), splits["meta_train"],
+                      splits["eval"])
     tokenizer = cfg.lm.tokenizer or cfg.lm.name_or_path
     if tokenizer is None:
         raise ConfigError("lm.tokenizer", "text tasks need a tokenizer: set lm.tokenizer or lm.name_or_path")
-    return Inputs(manifest, tokenizer, cfg.tasks.path, list(cfg.tasks.meta_train), list(cfg.tasks.eval))
+    return Inputs(manifest, tokenizer, str(Path(cfg.tasks.path).absolute()), list(cfg.tasks.meta_train),
+                  list(cfg.tasks.eval))
 
 
 def training_stages(cfg: LMExperimentConfig, out: Path, inputs: Inputs,
@@ -88,7 +91,7 @@ def training_stages(cfg: LMExperimentConfig, out: Path, inputs: Inputs,
             raise ConfigError("tasks.meta_train", f"method(s) scored by the meta-trained {variant!r} model need "
                                                   f"meta-training tasks")
         method, demos = META_VARIANTS[variant]
-        data = EpisodeData(str(Path(inputs.tasks_path).absolute()), inputs.meta_train,
+        data = EpisodeData(inputs.tasks_path, inputs.meta_train,
                            dataclasses.replace(cfg.episodes, method=method), cfg.metatrain.k if demos else 0,
                            inputs.tokenizer, cfg.metatrain.seed)
         metas.append(LMStage(variant, str((out / "metatrained" / variant).absolute()), cfg.lm, cfg.metatrain,
@@ -96,26 +99,12 @@ def training_stages(cfg: LMExperimentConfig, out: Path, inputs: Inputs,
     return pre, metas
 
 
-def fit(stages: list[LMStage], out: Path, echo, progress: bool, what: str) -> None:
-    from cluster.progress import ProgressMonitor
-    from metaicl.train.ray_train import fit_arms
-
+def check_starts(stages: list[LMStage], what: str) -> None:
+    """A stage that starts from a model this run should have made needs that model on disk."""
     for s in stages:
-        if s.done:
-            echo(f"{what} [{s.arm}]: done already, skipping")
-    todo = [s for s in stages if not s.done]
-    if not todo:
-        return
-    for s in todo:
-        if s.init is not None and not Path(s.init).exists() and s.init != s.lm.name_or_path:
+        if not s.done and s.init is not None and not Path(s.init).exists() and s.init != s.lm.name_or_path:
             raise ConfigError("lm.name_or_path", f"{what} [{s.arm}] starts from {s.init}, which does not exist: "
                                                  f"run the earlier stage or set lm.name_or_path")
-        Path(s.out_dir).mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    with ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
-                         enabled=progress):
-        fit_arms(todo, out / "ray")
-    echo(f"{what}: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
 
 
 def model_dirs(cfg: LMExperimentConfig, pre: LMStage | None, metas: list[LMStage]) -> dict[str, str]:
@@ -125,7 +114,8 @@ def model_dirs(cfg: LMExperimentConfig, pre: LMStage | None, metas: list[LMStage
             command = "train" if stage is pre else "metatrain"
             raise ConfigError("lm.name_or_path", f"no {stage.arm} model at {stage.model_dir}: run `metaicl {command}` "
                                                  f"with this config first")
-    dirs = {"pretrained": str(pre.model_dir) if pre else cfg.lm.name_or_path, **{s.arm: str(s.model_dir) for s in metas}}
+    dirs = {"pretrained": str(pre.model_dir) if pre else cfg.lm.name_or_path,
+            **{s.arm: str(s.model_dir) for s in metas}}
     return {v: dirs[v] for v in variants_needed(cfg.eval.methods)}
 
 
@@ -142,8 +132,8 @@ def evaluate(cfg: LMExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo
     futures = {}
     for variant, path in dirs.items():
         methods = [m for m in cfg.eval.methods if METHODS[m].model == variant]
-        futures[variant] = remote.remote(variant, path, methods, str(Path(inputs.tasks_path).absolute()),
-                                         inputs.eval, cfg.eval, cfg.episodes, cfg.finetune, inputs.tokenizer, device)
+        futures[variant] = remote.remote(variant, path, methods, inputs.tasks_path, inputs.eval, cfg.eval,
+                                         cfg.episodes, cfg.finetune, inputs.tokenizer, device)
     started, rows = time.perf_counter(), []
     for variant, future in futures.items():
         rows += ray.get(future)
@@ -174,10 +164,11 @@ def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Cal
     pre, metas = training_stages(cfg, out, inputs, stages)
     if pre is not None and "pretrain" in stages:
         ray_once()
-        fit([pre], out, echo, progress, "pretrain")
+        fit_specs([pre], out, echo, progress, "pretrain")
     if metas and "metatrain" in stages:
+        check_starts(metas, "metatrain")
         ray_once()
-        fit(metas, out, echo, progress, "metatrain")
+        fit_specs(metas, out, echo, progress, "metatrain")
     if "eval" in stages:
         ray_once()
         results = evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo)

@@ -47,9 +47,7 @@ def headline(results: pd.DataFrame) -> str:
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    lines = ["| method | k | mean | worst | seeds |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.row} | {r.k} | {r['mean']:.3f} | {r.worst:.3f} | {r.seeds} |" for _, r in table.iterrows()]
-    return "\n".join(lines)
+    return markdown_table(table[["row", "k", "mean", "worst", "seeds"]].rename(columns={"row": "method"}))
 
 
 def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "") -> str:

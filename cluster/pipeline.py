@@ -46,6 +46,27 @@ def collect_results(specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
     return results
 
 
+def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: bool, what: str) -> None:
+    """Train every spec not done yet (arms of the spine, LM stages) with Ray Train, one progress bar each; say
+    which were done already and how long the rest took. Ray must be started."""
+    for spec in specs:
+        if spec.done:
+            echo(f"{what} [{spec.arm}]: done already, skipping")
+    todo = [s for s in specs if not s.done]
+    if not todo:
+        return
+    from cluster.progress import ProgressMonitor
+    from metaicl.train.ray_train import fit_arms
+
+    for spec in todo:
+        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    with ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
+                         enabled=progress):
+        fit_arms(todo, out / "ray")
+    echo(f"{what}: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
+
+
 def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] = print,
         progress: bool | None = None) -> Path:
     started = time.perf_counter()
@@ -92,21 +113,9 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
         if (manifest_path.parent / "stats.json").exists():  # the run carries its data's card (aggregation)
             copy_file(manifest_path.parent / "stats.json", Path(spec.out_dir) / "data_stats.json")
 
-    todo = [s for s in specs.values() if not s.done]
-    for spec in specs.values():
-        if spec.done:
-            echo(f"train [{spec.arm}]: done already, skipping")
-    if todo:
-        from cluster.progress import ProgressMonitor
-        from metaicl.train.ray_train import fit_arms
-
+    if any(not s.done for s in specs.values()):
         ray_once()
-        t = time.perf_counter()
-        monitor = ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
-                                  enabled=progress)
-        with monitor:
-            fit_arms(todo, out / "ray")
-        echo(f"train: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
+    fit_specs(list(specs.values()), out, echo, progress, "train")
 
     collect_results(specs, out)
     cards = {name: read_json(Path(spec.manifest_path).parent / "stats.json") for name, spec in specs.items()

@@ -15,6 +15,11 @@ import torch
 from pretrain_data.reader import FewShotReader
 
 
+def rank_rows(step: int, batch_size: int, total: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """Rows of global batch `step` ([s*B, (s+1)*B) modulo `total`) that data-parallel rank `rank` takes."""
+    return ((step * batch_size + np.arange(batch_size)) % total)[rank::world]
+
+
 class GlobalBatches:
     def __init__(self, reader: FewShotReader, batch_size: int, rank: int = 0, world: int = 1):
         self.reader, self.batch_size, self.rank, self.world = reader, batch_size, rank, world
@@ -43,6 +48,5 @@ class GlobalBatches:
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's slice of global batch `step` (0-based)."""
-        rows = (step * self.batch_size + np.arange(self.batch_size)) % self.total
-        x, y = self.rows(rows[self.rank :: self.world])
+        x, y = self.rows(rank_rows(step, self.batch_size, self.total, self.rank, self.world))
         return torch.from_numpy(x), torch.from_numpy(y)

@@ -31,10 +31,15 @@ SCORINGS = {"sum": False, "mean": True}
 """scoring column -> length-normalise (per-token mean of the option's log-probs)."""
 
 
+def scored_queries(task: Task, cfg) -> list:
+    """The test queries scored: the first eval.max_test_examples (0 = all)."""
+    return task.test[: cfg.max_test_examples or None]
+
+
 def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConfig, tok, device) -> dict[str, np.ndarray]:
     """Predicted option index of every test example, per scoring."""
     ep = dataclasses.replace(episodes, method=method.method)
-    tests = task.test[: cfg.max_test_examples or None]
+    tests = scored_queries(task, cfg)
     requests = [score_request(demos, ex.input, task.options, ep, tok) for ex in tests]
     raw = score(model, requests, fast=cfg.fast, batch_size=cfg.batch_size, device=device)
     null = (score(model, [score_request(demos, cfg.null_input, task.options, ep, tok)], fast=cfg.fast,
@@ -64,7 +69,7 @@ def finetuned(model, demos, episodes: EpisodeConfig, tok, steps: int, lr: float,
 
 
 def rows_for(method_name: str, task: Task, k: int, seed: int, preds: dict[str, np.ndarray], cfg) -> list[dict]:
-    gold = np.array([task.options.index(ex.output) for ex in task.test[: cfg.max_test_examples or None]])
+    gold = np.array([task.options.index(ex.output) for ex in scored_queries(task, cfg)])
     labels = list(range(len(task.options)))
     out = []
     for scoring, pred in preds.items():

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, train_sequence
+from metaicl.data.fewshot import rank_rows
 from metaicl.models.lm import LMConfig, build_lm, save_lm
 from metaicl.train.checkpoint import Checkpointer
 from metaicl.train.config import TrainConfig
@@ -73,8 +74,7 @@ class StreamBatches:
         return ids, torch.ones_like(ids)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = (step * self.batch_size + np.arange(self.batch_size)) % len(self.stream)
-        return self.windows(rows[self.rank :: self.world])
+        return self.windows(rank_rows(step, self.batch_size, len(self.stream), self.rank, self.world))
 
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stream's last windows: seen last in training, if at all (the stream has no validation split)."""
