@@ -25,7 +25,7 @@ from metaicl.core.config import to_dict
 from metaicl.core.ray_local import init_ray
 from metaicl.eval.methods import META_VARIANTS, METHODS, variants_needed
 from metaicl.lm_experiment import LMExperimentConfig, run_dir
-from metaicl.train.lm import EpisodeData, LMStage
+from metaicl.train.lm import DONE_FILE, EpisodeData, LMStage
 from pretrain_data.build import build, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.task_families import build_task_families, token_range_of
@@ -60,8 +60,7 @@ def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Call
         manifest = Manifest.read(where)
     if cfg.tasks.synthetic is not None:
         span = token_range_of(manifest, cfg.tasks.source, key="tasks.source")
-        key = config_hash({"tasks": to_dict(cfg.tasks.synthetic), "token_range": list(span)})[:8]
-        root = Path(cfg.data_root) / f"tasks-{key}"
+        root = tasks_dir(cfg, span)
         if not (root / "families.json").exists():
             build_task_families(cfg.tasks.synthetic, span, root)
             echo(f"tasks: wrote {root}")
@@ -73,6 +72,34 @@ def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Call
         raise ConfigError("lm.tokenizer", "text tasks need a tokenizer: set lm.tokenizer or lm.name_or_path")
     return Inputs(manifest, tokenizer, str(Path(cfg.tasks.path).absolute()), list(cfg.tasks.meta_train),
                   list(cfg.tasks.eval))
+
+
+def tasks_dir(cfg: LMExperimentConfig, span) -> Path:
+    """Where the synthetic task collection written with the token ids `span` lives (shared across runs)."""
+    return Path(cfg.data_root) / f"tasks-{config_hash({'tasks': to_dict(cfg.tasks.synthetic), 'token_range': list(span)})[:8]}"
+
+
+def plan_lm(cfg: LMExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str, Path, bool]]]:
+    """(run directory, steps) of an LM experiment for `metaicl run --dry-run`: (name, where, done)."""
+    out = run_dir(cfg)
+    steps, manifest = [], None
+    if cfg.pretrain is not None:
+        where = target_dir(cfg.pretrain, cfg.data_root)
+        steps.append(("data", where, (where / "manifest.json").exists()))
+        manifest = Manifest.read(where) if steps[-1][2] else None
+    if cfg.tasks.synthetic is not None:
+        root = tasks_dir(cfg, token_range_of(manifest, cfg.tasks.source)) if manifest else None
+        steps.append(("tasks", root or Path(cfg.data_root) / "tasks-<after data>",
+                      bool(root and (root / "families.json").exists())))
+    if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
+        steps.append(("pretrain", out / "pretrained", (out / "pretrained" / DONE_FILE).exists()))
+    if "metatrain" in stages or "eval" in stages:
+        for variant in [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]:
+            where = out / "metatrained" / variant
+            steps.append((f"metatrain [{variant}]", where, (where / DONE_FILE).exists()))
+    if "eval" in stages:
+        steps.append(("eval", out, (out / "results.parquet").exists() and (out / "report.md").exists()))
+    return out, steps
 
 
 def training_stages(cfg: LMExperimentConfig, out: Path, inputs: Inputs,
@@ -163,11 +190,13 @@ def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Cal
     inputs = prepare_inputs(cfg, echo, progress, ray_once)
     pre, metas = training_stages(cfg, out, inputs, stages)
     if pre is not None and "pretrain" in stages:
-        ray_once()
+        if not pre.done:  # Ray starts only for work
+            ray_once()
         fit_specs([pre], out, echo, progress, "pretrain")
     if metas and "metatrain" in stages:
         check_starts(metas, "metatrain")
-        ray_once()
+        if any(not m.done for m in metas):
+            ray_once()
         fit_specs(metas, out, echo, progress, "metatrain")
     if "eval" in stages:
         ray_once()

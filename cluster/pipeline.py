@@ -15,6 +15,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
+from metaicl.core.errors import ConfigError
 from metaicl.core.io import copy_file, read_json, write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
@@ -67,8 +68,28 @@ def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: boo
     echo(f"{what}: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
 
 
+def format_plan(out: Path, steps: list[tuple[str, Path, bool]]) -> str:
+    """`metaicl run --dry-run`: every step with its directory and whether it is done; nothing is started."""
+    width = max(len(name) for name, _, _ in steps)
+    lines = [f"run {out}: {sum(not done for _, _, done in steps)} of {len(steps)} steps to run"]
+    lines += [f"  {name:<{width}}  {'done  ' if done else 'to run'}  {where}" for name, where, done in steps]
+    return "\n".join(lines)
+
+
+def plan(cfg: ExperimentConfig) -> tuple[Path, list[tuple[str, Path, bool]]]:
+    """(run directory, steps): each arm's data, each arm's training, the run's results; (name, where, done)."""
+    out = resolve_run_dir(cfg)
+    specs = arm_specs({name: cfg.arm(name) for name in cfg.arm_names()}, out)
+    steps = [(f"data [{n}]", Path(s.manifest_path).parent, Path(s.manifest_path).exists()) for n, s in specs.items()]
+    steps += [(f"train [{n}]", Path(s.out_dir), s.done) for n, s in specs.items()]
+    steps.append(("results", out, (out / "results.parquet").exists() and (out / "report.md").exists()))
+    return out, steps
+
+
 def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] = print,
-        progress: bool | None = None) -> Path:
+        progress: bool | None = None, build_data: bool = True) -> Path:
+    """`build_data=False` (a sweep trial, whose data the sweep built first): missing data is an error, never built
+    inside the trial's own placement group."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = resolve_run_dir(cfg)
@@ -78,6 +99,10 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
         echo(f"run {out}: every stage is done (data, {len(specs)} arms, results); reusing it")
         echo(summary(out, cfg.data.num_labels))
         return out
+    missing = [s.manifest_path for s in specs.values() if not Path(s.manifest_path).exists()]
+    if missing and not build_data:  # checked before anything of the run is written
+        raise ConfigError("data_root", f"no data at {', '.join(missing)}: a sweep builds every trial's data "
+                                       f"before its trials start")
     ray_started = False
 
     def ray_once():

@@ -114,28 +114,43 @@ MIXTURE_COLUMNS = {"share": "share", "zipf_alpha_mle": "token α (MLE)", "rare_t
                    "doc_burstiness": "doc burstiness", "long_range_info_gain_bits": "long-range gain (bits)",
                    "adjacent_doc_similarity": "adjacent-doc sim.", "random_order_similarity": "… random order",
                    "distinct_groups": "groups", "group_entropy_bits": "group entropy (bits)"}
+PROMPT_COLUMNS = {"prompts": "prompts", "y_mean": "y mean", "y_var": "y variance", "x_second_moment": "E[x²]"}
+"""Function-class sources (real-valued prompts, Garg et al. 2022) have moments instead of token statistics."""
 
 
 def mixture_section(cards: dict[str, dict]) -> str:
-    """Markdown table of token-mixture cards (pretrain_data.mixture_stats), one row per (arm, source)."""
-    header = "| arm | source | " + " | ".join(MIXTURE_COLUMNS.values()) + " |"
-    rule = "|---|---|" + "---:|" * len(MIXTURE_COLUMNS)
-    rows = [f"| {arm} | {name} | " + " | ".join("" if s.get(k) is None else str(s[k]) for k in MIXTURE_COLUMNS) + " |"
-            for arm, card in cards.items() for name, s in card["sources"].items()]
-    return "\n".join(["## Pretraining mixture, measured", "",
-                      "Statistics card of each arm's mixture (`metaicl data stats DIR`): α fitted by maximum "
-                      "likelihood; rare-token density = share of tokens outside the most frequent "
-                      "`stats.rare_rank_cutoff` types; burstiness = within-document repetition / its iid value; "
-                      "long-range gain = bits/token a cache of the document saves a bigram model; similarity = "
-                      "cosine of consecutive documents' TF-IDF vectors, in stream order and shuffled.", "",
-                      header, rule, *rows, "", "![rank-frequency](rank_frequency.png)"])
+    """Markdown tables of token-mixture cards (pretrain_data.mixture_stats), one row per (arm, source): token
+    statistics for token sources, moments for function-class prompts; the rank-frequency plot when there is one."""
+    sources = [(arm, name, s) for arm, card in cards.items() for name, s in card["sources"].items()]
+    parts = ["## Pretraining mixture, measured", ""]
+    tokens = [(arm, name, s) for arm, name, s in sources if "rank_frequency" in s]
+    if tokens:
+        parts += ["Statistics card of each arm's mixture (`metaicl data stats DIR`): α fitted by maximum "
+                  "likelihood; rare-token density = share of tokens outside the most frequent "
+                  "`stats.rare_rank_cutoff` types; burstiness = within-document repetition / its iid value; "
+                  "long-range gain = bits/token a cache of the document saves a bigram model; similarity = "
+                  "cosine of consecutive documents' TF-IDF vectors, in stream order and shuffled.", "",
+                  _source_table(tokens, MIXTURE_COLUMNS), "", "![rank-frequency](rank_frequency.png)", ""]
+    prompts = [(arm, name, s) for arm, name, s in sources if "rank_frequency" not in s]
+    if prompts:
+        parts += ["Function-class prompts (x ~ N(0, I_d)): var(y) is d for linear functions and the sparsity for "
+                  "sparse linear ones.", "", _source_table(prompts, PROMPT_COLUMNS), ""]
+    return "\n".join(parts)
+
+
+def _source_table(rows: list[tuple[str, str, dict]], columns: dict[str, str]) -> str:
+    frame = pd.DataFrame([{"arm": arm, "source": name, **{label: s.get(key) for key, label in columns.items()}}
+                          for arm, name, s in rows])
+    return markdown_table(frame.fillna(""))
 
 
 def plot_rank_frequency(cards: dict[str, dict], path: Path) -> None:
-    """Log-log rank-frequency curve of every (arm, source): the Zipf law each mixture really has."""
+    """Log-log rank-frequency curve of every (arm, source) of tokens: the Zipf law each mixture really has."""
     fig, ax = _pyplot().subplots(figsize=(5.2, 3.8))
     for arm, card in cards.items():
         for name, s in card["sources"].items():
+            if "rank_frequency" not in s:  # function-class prompts are real-valued: no tokens to rank
+                continue
             ranks, counts = zip(*s["rank_frequency"])
             total = s["content_tokens"]
             ax.loglog(ranks, [c / total for c in counts], marker=".",
@@ -146,7 +161,8 @@ def plot_rank_frequency(cards: dict[str, dict], path: Path) -> None:
 
 
 def write_data_report(out: Path, title: str, cards: dict[str, dict]) -> Path:
-    """report.md + rank_frequency.png comparing the mixtures of a config's arms."""
-    plot_rank_frequency(cards, out / "rank_frequency.png")
-    write_text(out / "report.md", f"# {title}\n\n{mixture_section(cards)}\n")
+    """report.md (+ rank_frequency.png for token sources) comparing the mixtures of a config's arms."""
+    if any("rank_frequency" in s for card in cards.values() for s in card["sources"].values()):
+        plot_rank_frequency(cards, out / "rank_frequency.png")
+    write_text(out / "report.md", f"# {title}\n\n{mixture_section(cards)}")
     return out / "report.md"

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from metaicl.core.config import load_config, to_yaml
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, RunFailed
 from metaicl.core.io import write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir
@@ -44,9 +44,11 @@ def override_strings(overrides: dict) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]  # JSON is YAML
 
 
-def plan(config_path: str | Path, overrides: Sequence[str]) -> tuple[ExperimentConfig, Path, list[dict]]:
-    """(base config, sweep root, trials); each trial: overrides, resolved config, YAML and run directory."""
-    base, _ = load_config(ExperimentConfig, config_path, overrides)
+def plan(config_path: str | Path, overrides: Sequence[str],
+         cwd: str | Path | None = None) -> tuple[ExperimentConfig, Path, list[dict]]:
+    """(base config, sweep root, trials); each trial: overrides, resolved config, YAML and run directory. With
+    `cwd`, relative paths are made absolute against it (a trial runs in its own Ray Tune working directory)."""
+    base, _ = load_config(ExperimentConfig, config_path, overrides, cwd)
     if base.sweep is None:
         raise ConfigError("sweep", f"{config_path} has no sweep: block (grid/points/seeds)")
     root = sweep_root(base)
@@ -54,7 +56,7 @@ def plan(config_path: str | Path, overrides: Sequence[str]) -> tuple[ExperimentC
     for i, point in enumerate(base.sweep.trials()):
         extra = override_strings(point) + [f"runs_root={json.dumps(str(root))}", "out_dir=null", "sweep=null"]
         try:
-            cfg, resolved = load_config(ExperimentConfig, config_path, [*overrides, *extra])
+            cfg, resolved = load_config(ExperimentConfig, config_path, [*overrides, *extra], cwd)
         except ConfigError as err:
             raise ConfigError(err.key, err.message, f"sweep trial {i}: {point}") from None
         trials.append({"trial": i, "overrides": point, "cfg": cfg, "yaml": to_yaml(resolved),
@@ -88,17 +90,19 @@ def _trial(config: dict, trials: list[dict]) -> None:
 
     trial = trials[config["trial"]]
     started = time.perf_counter()
-    out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False)
+    out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False)
     final = last_accuracy(pd.read_parquet(out / "results.parquet"))
     metrics = {f"{r.arm}/{r.eval}": float(r.value) for r in final.itertuples()}  # what trackers log
     tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1), **metrics})
 
 
-def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Path:
+def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
+              cwd: str | Path | None = None) -> Path:
+    """Run every trial not done yet; relative paths resolve against `cwd` (default: the working directory)."""
     from ray import tune
 
     started = time.perf_counter()
-    base, root, trials = plan(config_path, overrides)
+    base, root, trials = plan(config_path, overrides, Path.cwd() if cwd is None else cwd)
     todo = [t for t in trials if not is_done(t["run_dir"])]
     echo(f"sweep {root}: {len(trials)} trials, {len(trials) - len(todo)} done already, {len(todo)} to run")
     root.mkdir(parents=True, exist_ok=True)
@@ -113,11 +117,11 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
             run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str((root / "tune").absolute()),
                                       verbose=0, callbacks=[echo_callback(todo), *trackers(base.sweep.tracking)]))
         grid = tuner.fit()
-        failed = [todo[r.config["trial"]] for r in grid if r.error is not None]
+        failed = [(todo[r.config["trial"]], r.error) for r in grid if r.error is not None]
         if failed:
-            raise RuntimeError(f"{len(failed)} of {len(todo)} trials failed: "
-                               + "; ".join(f"trial {t['trial']} {t['overrides']}" for t in failed)
-                               + f" (Ray Tune logs under {root / 'tune'})")
+            raise RunFailed(f"{len(failed)} of {len(todo)} trials failed: "
+                            + "; ".join(f"trial {t['trial']} {t['overrides']}: {last_line(e)}" for t, e in failed)
+                            + f" (Ray Tune logs under {root / 'tune'})")
     write_trials(root, trials)
     from cluster.aggregate import aggregate
     from cluster.sweep_report import write_sweep_report
@@ -128,6 +132,13 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
     echo(f"aggregate: {root / 'aggregate.parquet'} ({len(table)} rows); report: {report} "
          f"({time.perf_counter() - started:.0f}s)")
     return root
+
+
+def last_line(error: BaseException) -> str:
+    """What went wrong in a trial, in one line: the cause's message (a ConfigError is one line already)."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(cause).__name__
 
 
 def write_trials(root: Path, trials: list[dict]) -> None:

@@ -40,8 +40,9 @@ def final_accuracy(table: pd.DataFrame) -> pd.DataFrame:
 
 def trial_table(final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Swept keys x eval set: mean and worst accuracy over seeds, and how many seeds."""
-    keys = keys or ["arm"]
-    wide = final.pivot_table(index=keys + ["run", "arm"], columns="eval", values="value").reset_index()
+    keys = keys or ["arm"]  # one trial (or nothing swept): a row per arm
+    index = list(dict.fromkeys([*keys, "run", "arm"]))
+    wide = final.pivot_table(index=index, columns="eval", values="value").reset_index()
     sets = [s for s in SETS if s in wide.columns]
     grouped = wide.groupby(keys, dropna=False)[sets]
     out = grouped.mean().add_suffix(" mean").join(grouped.min().add_suffix(" worst"))

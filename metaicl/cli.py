@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, RunFailed
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -19,7 +20,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from metaicl.core.ray_local import prepare_env
     from metaicl.lm_experiment import LMExperimentConfig, load_experiment
 
-    cfg, resolved = load_experiment(args.config, args.overrides)
+    cfg, resolved = load_experiment(args.config, args.overrides, base=Path.cwd())
     stages = {"run": ("pretrain", "metatrain", "eval"), "train": ("pretrain",), "metatrain": ("metatrain",),
               "eval": ("eval",)}[args.command]
     if not isinstance(cfg, LMExperimentConfig):
@@ -29,6 +30,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if any(cfg.arm(name).pretrain is not None for name in cfg.arm_names()):
             raise ConfigError("pretrain", "a `pretrain:` mixture trains a language model: add an `lm:` group (see "
                                           "configs/metaicl_synthetic.yaml), or build the data with `metaicl data build`")
+    if args.dry_run:
+        from cluster.lm_pipeline import plan_lm
+        from cluster.pipeline import format_plan, plan
+
+        print(format_plan(*(plan_lm(cfg, stages) if isinstance(cfg, LMExperimentConfig) else plan(cfg))))
+        return 0
     prepare_env(local=cfg.cluster.address == "local")
     if isinstance(cfg, LMExperimentConfig):
         from cluster.lm_pipeline import run_lm
@@ -47,7 +54,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     prepare_env()
     from cluster.sweep import run_sweep
 
-    run_sweep(args.config, args.overrides)
+    run_sweep(args.config, args.overrides, cwd=Path.cwd())
     return 0
 
 
@@ -65,8 +72,6 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cluster.aggregate import aggregate
     from cluster.sweep_report import write_sweep_report
 
@@ -110,14 +115,12 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     """Build (or reuse) the data of every arm of a config: its token mixture (`pretrain:`) if it has one, else the
     few-shot data (`data:`). Prints where and the statistics card. `out_dir=` is the data directory itself
     (`<out_dir>/<arm>` when there are several arms)."""
-    from pathlib import Path
-
     from metaicl.core.ray_local import init_ray
     from metaicl.lm_experiment import load_experiment
     from pretrain_data.build import build, target_dir
     from pretrain_data.show import format_card
 
-    cfg, _ = load_experiment(args.config, args.overrides)
+    cfg, _ = load_experiment(args.config, args.overrides, base=Path.cwd())
     names, mixture_cards = cfg.arm_names(), {}
     for name in names:
         arm = cfg.arm(name)
@@ -165,8 +168,6 @@ def _card(root, write: bool = True) -> dict:
 
 
 def _data_dir(path: str):
-    from pathlib import Path
-
     root = Path(path)
     if not (root / "manifest.json").is_file():
         raise ConfigError("DIR", f"{root} is not a complete data directory (no manifest.json)")
@@ -203,6 +204,8 @@ def parser() -> argparse.ArgumentParser:
                                      "train.steps=500 data.zipf_alpha=1.0 out_dir=runs/try cluster.num_cpus=2.")
     run.add_argument("config", help="experiment YAML, e.g. configs/quickstart.yaml")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    run.add_argument("--dry-run", action="store_true", help="print every step, its directory and whether it is "
+                                                             "done; start nothing")
     run.set_defaults(fn=cmd_run)
     for name, what in (("train", "pretrain the language model on the config's mixture (LM experiments)"),
                        ("metatrain", "MetaICL meta-training of the pretrained model, or of lm.name_or_path=DIR"),
@@ -212,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
                                                             f"or come from lm.name_or_path.")
         stage.add_argument("config", help="LM experiment YAML, e.g. configs/metaicl_synthetic.yaml")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        stage.add_argument("--dry-run", action="store_true", help="print the steps; start nothing")
         stage.set_defaults(fn=cmd_run)
 
     sweep = sub.add_parser("sweep", help="run every trial of CONFIG's sweep: block with Ray Tune, then aggregate "
@@ -272,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"metaicl: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"metaicl: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -34,6 +34,11 @@ NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep",
                 "train.cpus_per_worker", "train.use_gpu", "train.gpus_per_worker", "train.log_every",
                 "train.ckpt_every", "train.max_failures", "eval.batch_size")
 """Knobs left out of the run hash: where things go and how many resources they use, not what is computed."""
+TEXT_PATHS = {f"{where}pretrain.sources.*.text.{key}": "if_exists" for where in ("", "arms.*.")
+              for key in ("path", "tokenizer")}
+"""A text source's corpus and tokenizer directory (either may also be a hub name or `bpe`)."""
+PATH_KEYS = {"runs_root": "always", "data_root": "always", "out_dir": "always", **TEXT_PATHS}
+"""Paths made absolute against the directory `metaicl` runs from (metaicl.core.config.resolve_paths)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -78,6 +83,7 @@ class SweepConfig:
 
 @dataclass
 class ExperimentConfig:
+    PATH_KEYS: ClassVar[dict] = PATH_KEYS
     name: str = "experiment"
     """Experiment name; the run directory is runs_root/<name>-<hash8>."""
     out_dir: Optional[str] = None

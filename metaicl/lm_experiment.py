@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 from metaicl.core.config import to_dict
 from metaicl.core.errors import ConfigError, check_at_least
@@ -21,7 +21,7 @@ from metaicl.core.ray_local import ClusterConfig
 from metaicl.data.episodes import EpisodeConfig
 from metaicl.data.tasks import SEEDS
 from metaicl.eval.methods import METHODS
-from metaicl.experiment import _NAME, ExperimentConfig
+from metaicl.experiment import _NAME, PATH_KEYS, ExperimentConfig
 from metaicl.models.lm import LMConfig
 from metaicl.train.config import TrainConfig
 from pretrain_data.mixture_config import MixtureConfig
@@ -114,6 +114,8 @@ class ICLEvalConfig:
 
 @dataclass
 class LMExperimentConfig:
+    PATH_KEYS: ClassVar[dict] = {**PATH_KEYS, "tasks.path": "always", "lm.name_or_path": "if_exists",
+                                 "lm.tokenizer": "if_exists"}
     name: str = "lm_experiment"
     """Experiment name; the run directory is runs_root/<name>-<hash8>."""
     out_dir: Optional[str] = None
@@ -163,9 +165,9 @@ class LMExperimentConfig:
         return self
 
 
-def load_experiment(path, overrides=()):
+def load_experiment(path, overrides=(), base=None):
     """(config, resolved) of either kind: an LM experiment when the YAML has an `lm:` group (or an `lm.` override),
-    else the spine's ExperimentConfig."""
+    else the spine's ExperimentConfig. `base`: resolve relative paths against it (see load_config)."""
     from omegaconf import OmegaConf
 
     from metaicl.core.config import load_config
@@ -175,7 +177,7 @@ def load_experiment(path, overrides=()):
     except Exception:  # a missing or malformed file: load_config says what and where
         tree = {}
     is_lm = (isinstance(tree, dict) and "lm" in tree) or any(o.startswith("lm.") for o in overrides)
-    return load_config(LMExperimentConfig if is_lm else ExperimentConfig, path, overrides)
+    return load_config(LMExperimentConfig if is_lm else ExperimentConfig, path, overrides, base)
 
 
 def run_hash(cfg: LMExperimentConfig) -> str:

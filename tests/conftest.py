@@ -35,3 +35,23 @@ def tiny_data():
     from pretrain_data.config import BurstyDataConfig
 
     return BurstyDataConfig(**TINY_DATA)
+
+
+SLOW_FIXTURES = {"ray_session", "ray_4cpu", "head", "cluster", "repo"}
+"""Tests that start Ray (a local session, a loopback head, a multi-node cluster) or run README's commands."""
+SLOW_MODULES = {"test_cluster_address.py", "test_ray_local.py", "test_sweep.py", "test_data_cli.py"}
+"""Whole modules whose tests start Ray through the command line."""
+
+
+FIRST = "test_readme_commands.py"
+"""The longest module (README's commands, one after another in one repository copy) starts first, so that with two
+test processes (`make test`: pytest -n 2 --dist loadfile) the rest of the suite runs beside it."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that go through Ray `slow`: `pytest -m "not slow"` is the inner loop (README: Contributing).
+    README's commands go first."""
+    items.sort(key=lambda item: item.path.name != FIRST)  # stable: every other test keeps its order
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -20,13 +20,22 @@ SMALL = {"zipf_alpha": 131072, "long_tail": 131072, "ordering": 65536, "ginc": 6
 
 
 def cards(name: str, data_root: Path) -> dict[str, dict]:
-    """Build every arm of configs/data/<name>.yaml at a small token budget; arm -> statistics card."""
+    """Build every arm of configs/data/<name>.yaml at a small token budget, with 1 and with 2 shard tasks in
+    flight (the same bytes: randomness is keyed by content, never by worker count), and write its report as
+    `metaicl data build` does; arm -> statistics card."""
+    from cluster.report import write_data_report
+
     cfg, _ = load_config(ExperimentConfig, ROOT / "configs" / "data" / f"{name}.yaml",
                          [f"pretrain.token_budget={SMALL[name]}"])
     out = {}
     for arm in cfg.arm_names():
-        manifest = build(cfg.arm(arm).pretrain, data_root, progress=False)
-        out[arm] = json.loads((manifest.root / "stats.json").read_text())
+        one = build(cfg.arm(arm).pretrain, data_root / "one", max_in_flight=1, progress=False)
+        two = build(cfg.arm(arm).pretrain, data_root / "two", max_in_flight=2, progress=False)
+        for file in [s.file for s in one.shards] + ["manifest.json", "stats.json"]:
+            assert (one.root / file).read_bytes() == (two.root / file).read_bytes(), (name, arm, file)
+        out[arm] = json.loads((one.root / "stats.json").read_text())
+    report = write_data_report(data_root, name, out)
+    assert "## Pretraining mixture, measured" in report.read_text()
     return out
 
 
@@ -78,6 +87,8 @@ def test_function_class_prompts_follow_their_laws(ray_session, tmp_path):
     assert abs(mixed["sparse"]["y_var"] - 3) < 0.3  # 3 non-zero weights
     assert sum(s["prompts"] for s in mixed.values()) == 3000 and {s["share"] for s in mixed.values()} == {0.333333}
     assert all(abs(s["x_second_moment"] - 1) < 0.02 for s in mixed.values())
+    report = (tmp_path / "report.md").read_text()  # moments, not a rank-frequency curve: prompts are real-valued
+    assert "| linear | linear | 3000 |" in report and "rank_frequency" not in report
 
 
 def test_function_class_mixes_with_nothing_else_and_a_window_is_one_prompt():
@@ -98,20 +109,6 @@ def test_a_text_source_short_of_its_quota_is_one_error_and_leaves_nothing(ray_se
 
 
 EXE = str(Path(sys.executable).with_name("metaicl"))
-
-
-def test_cli_builds_into_out_dir_then_stats_and_show_decode_text(tmp_path):
-    out = tmp_path / "mix"
-    proc = subprocess.run([EXE, "data", "build", "configs/data/two_source.yaml", f"out_dir={out}",
-                           "pretrain.token_budget=32768", "cluster.num_cpus=2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (out / "manifest.json").exists() and (out / "stats.json").exists() and (out / "report.md").exists()
-    assert "sources.wiki.zipf_alpha_mle" in proc.stdout
-    show = subprocess.run([EXE, "data", "show", str(out), "-n", "8"], capture_output=True, text=True, timeout=120)
-    assert show.returncode == 0, show.stderr
-    wiki = [line for line in show.stdout.splitlines() if "] wiki: " in line]
-    assert len(wiki) == 2 and all(sum(ch.isalpha() for ch in line) > 50 for line in wiki)  # decoded words, not ids
 
 
 def test_run_refuses_a_mixture_config_until_language_model_training_exists(tmp_path):

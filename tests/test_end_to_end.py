@@ -1,4 +1,5 @@
-"""A tiny experiment through the real pipeline on local Ray: data -> Ray Train arms -> results + report."""
+"""The pipeline on local Ray beyond README's `metaicl run configs/tiny.yaml` (tests/test_readme_commands.py runs
+that and checks its results, run directory and reruns): DDP layouts, and GPUs the cluster lacks."""
 from __future__ import annotations
 
 import pandas as pd
@@ -11,60 +12,17 @@ from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_session, tmp_path_factory):
+def tiny_data_manifest(ray_session, tmp_path_factory):
+    """The tiny config's bursty arm and its data, built (the pipeline's run itself is README's `metaicl run
+    configs/tiny.yaml`, in tests/test_readme_commands.py)."""
+    from pretrain_data.build import build
+
     root = tmp_path_factory.mktemp("e2e")
-    cfg, resolved = load_config(ExperimentConfig, TINY, [f"runs_root={root}/runs", f"data_root={root}/data"])
-    lines = []
-    out = run(cfg, to_yaml(resolved), echo=lines.append, progress=False)
-    return cfg, resolved, out, lines
+    cfg, _ = load_config(ExperimentConfig, TINY, [f"runs_root={root}/runs", f"data_root={root}/data"])
+    return cfg, root, build(cfg.arm("bursty").data, cfg.data_root, progress=False)
 
 
-def test_results_parquet_has_the_tidy_schema(tiny_run):
-    cfg, _, out, _ = tiny_run
-    results = pd.read_parquet(out / "results.parquet")
-    assert list(results.columns) == ["arm", "step", "eval", "metric", "value", "seed"]
-    assert set(results.arm) == {"bursty", "non_bursty"}
-    assert set(results["eval"]) == {"icl_novel", "icl_swap", "iwl", "train"}
-    assert sorted(results.step.unique()) == [0, 6, 12]
-    assert (results.seed == cfg.train.seed).all()
-    assert results.value.notna().all()
-
-
-def test_run_directory_holds_config_manifests_checkpoints_and_report(tiny_run):
-    cfg, resolved, out, lines = tiny_run
-    assert out.name.startswith("tiny-") and len(out.name) == len("tiny-") + 8
-    assert (out / "config.yaml").read_text() == to_yaml(resolved)
-    for arm in ("bursty", "non_bursty"):
-        assert (out / "arms" / arm / "data_manifest.json").exists()
-        assert any((out / "arms" / arm / "checkpoints").iterdir())
-    report = (out / "report.md").read_text()
-    assert "| bursty |" in report and "| chance |" in report and "icl_curves.png" in report
-    assert "## Training data, measured" in report and report.count("| 1.0 |") >= 1  # bursty arm: bursty fraction 1
-    assert (out / "icl_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert any("| non_bursty |" in line for line in lines)
-
-
-def test_second_run_skips_every_stage(tiny_run):
-    cfg, resolved, out, _ = tiny_run
-    before = (out / "results.parquet").stat().st_mtime_ns
-    lines = []
-    assert run(cfg, to_yaml(resolved), echo=lines.append, progress=False) == out
-    assert "every stage is done" in lines[0]
-    assert (out / "results.parquet").stat().st_mtime_ns == before
-
-
-def test_finished_arms_are_skipped_when_results_are_missing(tiny_run):
-    cfg, resolved, out, _ = tiny_run
-    (out / "results.parquet").unlink()
-    lines = []
-    run(cfg, to_yaml(resolved), echo=lines.append, progress=False)
-    assert any("data [bursty]: reusing" in line for line in lines)
-    assert any("train [bursty]: done already, skipping" in line for line in lines)
-    assert not any(line.startswith("train:") for line in lines)  # no trainer was started
-    assert (out / "results.parquet").exists()
-
-
-def test_two_ddp_workers_train_the_same_model_as_one(tiny_run, tmp_path):
+def test_two_ddp_workers_train_the_same_model_as_one(tiny_data_manifest, tmp_path):
     """Each rank takes a strided half of the same global batch and DDP averages the gradients, so two workers
     follow one worker's trajectory up to float rounding."""
     import dataclasses
@@ -76,8 +34,8 @@ def test_two_ddp_workers_train_the_same_model_as_one(tiny_run, tmp_path):
     from metaicl.train.arm import run_arm
     from metaicl.train.ray_train import fit_arm
 
-    cfg, _, out, _ = tiny_run
-    base = arm_specs({"bursty": cfg.arm("bursty")}, out)["bursty"]
+    cfg, root, _ = tiny_data_manifest
+    base = arm_specs({"bursty": cfg.arm("bursty")}, root / "run")["bursty"]
     one = dataclasses.replace(base, out_dir=str(tmp_path / "one"))
     two = dataclasses.replace(base, out_dir=str(tmp_path / "two"), train=dataclasses.replace(base.train, num_workers=2))
     run_arm(one)

@@ -157,7 +157,8 @@ def test_submitted_sweep_runs_to_completion_through_the_cli(head, tmp_path):
     cli = [str(BIN / "metaicl")]
     root = tmp_path / "sweep"
     proc = subprocess.run([*cli, "submit", str(ROOT / "configs" / "sweeps" / "tiny.yaml"), f"out_dir={root}",
-                           f"data_root={tmp_path}/data", "--command", "sweep", "--address", head.address, "--wait"],
+                           f"data_root={tmp_path}/data", "sweep.grid={data.burstiness: [2], data.zipf_alpha: [0.0]}",
+                           "--command", "sweep", "--address", head.address, "--wait"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     job_id = re.search(r"submitted (metaicl-tiny_sweep-[0-9a-f]{8}-[0-9a-f]{6})", proc.stdout).group(1)
     out = subprocess.run([*cli, "jobs", "logs", job_id, "--address", head.address], env=env, capture_output=True,
@@ -167,11 +168,12 @@ def test_submitted_sweep_runs_to_completion_through_the_cli(head, tmp_path):
     status = subprocess.run([*cli, "jobs", "status", job_id, "--address", head.address], env=env,
                             capture_output=True, text=True, timeout=60)
     assert status.stdout.strip() == "SUCCEEDED"
-    assert "trial 2/2 done" in out and "aggregate:" in out
+    assert "trial 1/1 done" in out and "aggregate:" in out
     assert f"metaicl.cli sweep .metaicl/submitted/{job_id.removeprefix('metaicl-')}.yaml" in out
     trials = pd.read_parquet(root / "trials.parquet")
-    assert trials.done.all() and len(trials) == 2
+    assert trials.done.all() and len(trials) == 1
     assert (root / "report.html").exists()
+    assert list((root / "tune").rglob("events.out.tfevents.*"))  # sweep.tracking: [tensorboard]
     shipped = yaml.safe_load((root / "sweep.yaml").read_text())
     assert shipped["out_dir"] == str(root) and shipped["cluster"]["address"] == "auto"
 

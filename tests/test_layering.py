@@ -28,16 +28,41 @@ def project_imports(path):
                 yield name
 
 
-def test_no_module_imports_a_later_layer():
-    violations = []
+def violations(root) -> list[str]:
+    """`<module> imports <module>` for every import of a later layer in the packages under `root`."""
+    found = []
     for package in ("metaicl", "pretrain_data", "cluster"):
-        for path in (ROOT / package).rglob("*.py"):
-            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in sorted((root / package).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
             for imported in project_imports(path):
                 if layer(imported) > layer(module):
-                    violations.append(f"{module} imports {imported}")
-    assert violations == []
+                    found.append(f"{module} imports {imported}")
+    return found
+
+
+def test_no_module_imports_a_later_layer():
+    assert violations(ROOT) == []
 
 
 def test_layer_check_catches_a_violation():
     assert layer("cluster.pipeline") > layer("metaicl.train.arm") > layer("pretrain_data.build") > layer("metaicl.core.io")
+
+
+def test_a_planted_violating_import_is_caught(tmp_path):
+    """The check finds what it is for: a copy of the packages with one upward import planted in each layer below
+    the CLI (the core importing pretrain_data, pretrain_data importing training code, training importing cluster)."""
+    import shutil
+
+    for package in ("metaicl", "pretrain_data", "cluster"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert violations(tmp_path) == []
+    planted = {"metaicl/core/planted.py": "from pretrain_data.build import build\n",
+               "pretrain_data/planted.py": "import metaicl.train.loop\n",
+               "metaicl/eval/planted.py": "def f():\n    from cluster.sweep import run_sweep\n",
+               "cluster/planted.py": "from metaicl.cli import main\n"}
+    for where, code in planted.items():
+        (tmp_path / where).write_text(code)
+    assert sorted(violations(tmp_path)) == ["cluster.planted imports metaicl.cli",
+                                            "metaicl.core.planted imports pretrain_data.build",
+                                            "metaicl.eval.planted imports cluster.sweep",
+                                            "pretrain_data.planted imports metaicl.train.loop"]

@@ -34,34 +34,6 @@ def ray_4cpu():
     ray.shutdown()
 
 
-def test_run_chains_every_stage_and_writes_the_metaicl_table(ray_4cpu, tmp_path, capsys):
-    out = tmp_path / "run"
-    args = [SYNTHETIC, f"out_dir={out}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
-    assert main(["run", *args]) == 0
-    results = pd.read_parquet(out / "results.parquet")
-    assert {"method", "task", "k", "seed", "metric", "value"} <= set(results.columns)
-    assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
-    assert set(results.task) == {"last_token_000", "last_token_001"}  # held-out family only
-    assert set(results.seed) == {100, 13} and set(results.metric) == {"macro_f1", "accuracy"}
-    assert set(results[results.method == "metaicl"].k) == {2} and set(results[results.method == "zero_shot"].k) == {0}
-    assert results.value.between(0, 1).all()
-    report = (out / "report.md").read_text()
-    assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
-    assert (out / "metatrained" / "metaicl" / "model" / "model.safetensors").exists()
-    assert not (out / "metatrained" / "channel_metaicl").exists()  # only the variants the methods need
-    capsys.readouterr()
-    assert main(["run", *args]) == 0  # every stage done: nothing is recomputed
-    assert "every stage is done" in capsys.readouterr().out
-
-    # single stages, each on its own with a model path: evaluate the meta-trained model as the base model
-    solo = tmp_path / "solo"
-    assert main(["eval", *args[:1], f"out_dir={solo}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC,
-                 f"lm.name_or_path={out / 'metatrained' / 'metaicl' / 'model'}",
-                 "eval.methods=[zero_shot,in_context]"]) == 0  # the last methods= wins
-    assert set(pd.read_parquet(solo / "results.parquet").method) == {"zero_shot", "in_context"}
-    assert not (solo / "pretrained").exists()
-
-
 def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_4cpu, tmp_path, capsys):
     args = [SYNTHETIC, f"out_dir={tmp_path / 'run'}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
     assert main(["eval", *args]) == 2

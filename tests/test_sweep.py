@@ -1,4 +1,6 @@
-"""`metaicl sweep / aggregate / report`: every trial runs once, a rerun skips them all, one table, one report."""
+"""`metaicl sweep / aggregate / report`: bad trials are refused up front; the report's statistics. README's sweep,
+its rerun (every trial skipped), aggregate and report run in tests/test_readme_commands.py; a submitted sweep with
+TensorBoard tracking in tests/test_jobs.py."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.sweep_report import attribution, final_accuracy, swept_keys
+from cluster.sweep_report import attribution, final_accuracy, swept_keys, trial_table
 from metaicl.core.config import load_config
 from metaicl.experiment import ExperimentConfig, SweepConfig
 from tests.conftest import ROOT
@@ -37,36 +39,6 @@ def test_a_bad_grid_value_is_one_error_naming_the_trial(tmp_path):
     assert proc.returncode == 2
     assert "data.burstiness: B=3 does not divide" in proc.stderr and "sweep trial 0" in proc.stderr
     assert not (tmp_path / "s").exists()
-
-
-def test_sweep_runs_each_trial_once_then_skips_them_all(tmp_path):
-    args = ("sweep", str(TINY_SWEEP), f"out_dir={tmp_path}/sweep", f"data_root={tmp_path}/data", "cluster.num_cpus=2")
-    first = metaicl(*args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "2 trials, 0 done already, 2 to run" in first.stdout
-    assert "data: 2 distinct data directories (2 built, 0 reused)" in first.stdout
-    root = tmp_path / "sweep"
-    runs = sorted(p for p in root.iterdir() if (p / "results.parquet").exists())
-    assert len(runs) == 2
-    table = pd.read_parquet(root / "aggregate.parquet")
-    assert sorted(table["cfg.data.burstiness"].unique()) == [0, 2]
-    assert {"run", "arm", "step", "eval", "metric", "value", "seed", "card.burstiness_ratio"} <= set(table.columns)
-    assert list((root / "tune").rglob("events.out.tfevents.*"))  # sweep.tracking: [tensorboard]
-    html = (root / "report.html").read_text()
-    assert "data:image/png;base64," in html and "icl_novel mean" in html
-
-    again = metaicl(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "2 trials, 2 done already, 0 to run" in again.stdout
-    assert "ray" not in again.stdout.lower().replace("aggregate", "")  # nothing left to schedule: Ray not started
-    assert [(r / "results.parquet").stat().st_mtime_ns for r in runs] == \
-        [(r / "results.parquet").stat().st_mtime_ns for r in sorted(p for p in root.iterdir()
-                                                                   if (p / "results.parquet").exists())]
-
-    agg = metaicl("aggregate", str(root), "--out", str(tmp_path / "all.parquet"), cwd=tmp_path)
-    assert agg.returncode == 0 and pd.read_parquet(tmp_path / "all.parquet").equals(table)
-    rep = metaicl("report", str(root), "--title", "again", cwd=tmp_path)
-    assert rep.returncode == 0 and "<h1>again</h1>" in (root / "report.html").read_text()
 
 
 def test_sweep_needs_a_sweep_block(tmp_path):
@@ -109,3 +81,9 @@ def test_t_quantiles_match_the_table():
 
     for df, expected in ((1, 12.706), (2, 4.303), (7, 2.365), (30, 2.042), (1000, 1.962)):
         assert abs(t_quantile(0.975, df) - expected) < 2e-3
+
+
+def test_a_sweep_of_one_trial_reports_a_row_per_arm():
+    final = final_accuracy(synthetic_final(4).assign(arm=["a", "b", "a", "b"], run=["r0", "r0", "r1", "r1"]))
+    table = trial_table(final, swept_keys(final))
+    assert list(table.arm) == ["a", "b"] and list(table.seeds) == [2, 2]

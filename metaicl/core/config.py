@@ -7,6 +7,7 @@ raised before any work is done.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence, Type, TypeVar
 
@@ -75,9 +76,11 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any, str]]:
     return parsed
 
 
-def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[T, DictConfig]:
+def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[str] = (),
+                base: str | Path | None = None) -> tuple[T, DictConfig]:
     """YAML file + overrides merged onto the structured `schema`; returns (dataclass instance, DictConfig).
-    The instance's `validate()` is called, so every returned config is known good."""
+    The instance's `validate()` is called, so every returned config is known good. With `base` (the directory the
+    user ran `metaicl` from), the schema's PATH_KEYS are made absolute against it (`resolve_paths`)."""
     cfg = OmegaConf.structured(schema)
     if path is not None:
         path = Path(path)
@@ -93,6 +96,8 @@ def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[st
         cfg = merge_checked(cfg, data, str(path), file=path)
     for key, value, raw in parse_overrides(overrides):
         cfg = merge_checked(cfg, _nested(key, value), f"command-line override '{raw}'")
+    if base is not None:
+        resolve_paths(cfg, getattr(schema, "PATH_KEYS", {}), Path(base))
     try:
         obj = OmegaConf.to_object(cfg)
         obj.validate()
@@ -101,6 +106,32 @@ def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[st
     except ConfigError as err:
         raise _locate(err, path, parse_overrides(overrides)) from None
     return obj, cfg
+
+
+def resolve_paths(cfg: DictConfig, keys: dict[str, str], base: Path) -> None:
+    """Make the relative paths among `keys` absolute against `base`, in place, once, before anything is scheduled:
+    Ray workers and Ray Tune trials run in other working directories (a trial runs in its own), so a relative path
+    would name another place there. `keys` maps a dotted pattern (`*` = any key) to `always`, or to `if_exists`
+    for values that may also be hub names (`lm.name_or_path`) or keywords (`bpe`): those change only when the
+    path exists under `base`."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for pattern, rule in keys.items():
+        for key, value in _matches(tree, pattern.split(".")):
+            if not isinstance(value, str) or not value or Path(value).is_absolute():
+                continue
+            if rule == "always" or (base / value).exists():
+                OmegaConf.update(cfg, key, os.path.normpath(base / value), merge=False)
+
+
+def _matches(tree: Any, parts: list[str], prefix: str = ""):
+    """(dotted key, value) of every leaf of `tree` that the pattern `parts` names."""
+    if not parts:
+        yield prefix.rstrip("."), tree
+        return
+    if not isinstance(tree, dict):
+        return
+    for key in (list(tree) if parts[0] == "*" else [parts[0]] if parts[0] in tree else []):
+        yield from _matches(tree[key], parts[1:], f"{prefix}{key}.")
 
 
 def _locate(err: ConfigError, path: Path | None, overrides: list) -> ConfigError:

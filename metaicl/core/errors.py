@@ -20,6 +20,11 @@ class ConfigError(ValueError):
         return ConfigError(self.key, self.message, where)
 
 
+class RunFailed(RuntimeError):
+    """Work that was started failed (e.g. sweep trials); the message says which and where the logs are. The CLI
+    prints it in one line and exits 1."""
+
+
 def check_at_least(cfg, prefix: str, keys, minimum) -> None:
     """ConfigError naming the first of `keys` whose value on `cfg` is below `minimum`."""
     for key in keys:
