@@ -2,12 +2,13 @@
 
     table = aggregate(["runs/burstiness_zipf-sweep"])       # pandas DataFrame; also written as parquet by the CLI
 
-One row per result row of every run (run, arm, step, eval, metric, value, seed), joined with that arm's resolved
-config flattened into `cfg.<dotted key>` columns and its data statistics card into `card.<key>` columns, so a
-sweep is one parquet file any dataframe tool (pandas, polars, duckdb) can query:
+One row per result row of every run, of either kind (the schema of cluster/results.py: run, arm, stage, step,
+suite, task, method, k, seed, scoring, metric, value), joined with that arm's resolved config flattened into
+`cfg.<dotted key>` columns and its data statistics card (few-shot data or token mixture) into `card.<key>`
+columns, so sweeps of any kind are one parquet file any dataframe tool (pandas, polars, duckdb) can query:
 
     SELECT "cfg.data.burstiness", avg(value) FROM 'aggregate.parquet'
-    WHERE eval = 'icl_novel' AND metric = 'accuracy' GROUP BY 1
+    WHERE task = 'icl_novel' AND metric = 'accuracy' GROUP BY 1
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from metaicl.core.config import load_config, to_dict
 from metaicl.core.errors import ConfigError
 from metaicl.core.io import read_json
 from metaicl.experiment import ExperimentConfig
-from pretrain_data.build import data_dir
+from pretrain_data.build import target_dir
 
 NOT_COMPARED = ("arms", "sweep", "cluster", "out_dir", "runs_root", "data_root")
 """Config keys left out of the table: where a run lived and how it was scheduled, not what it computed."""
+CURVES = ("rank_frequency",)
+"""Card entries that are curves, not statistics (for plots, not columns)."""
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -42,6 +45,8 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 def flatten(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
+        if key in CURVES:
+            continue
         if isinstance(value, dict) and value:
             out.update(flatten(value, f"{prefix}{key}."))
         else:  # lists become JSON text so that every column has one type across runs
@@ -50,8 +55,12 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def arm_card(run: Path, arm_name: str, arm: ExperimentConfig) -> dict:
-    """The statistics card the arm trained on: the copy in its arm directory, else its data directory's."""
-    for path in (run / "arms" / arm_name / "data_stats.json", data_dir(arm.data, arm.data_root) / "stats.json"):
+    """The statistics card the arm trained on: the copy in its arm directory, else its data directory's (the
+    token mixture a language model pretrained on, or the classifier's few-shot data)."""
+    data = arm.pretrain if arm.pretrain is not None else arm.data
+    paths = [run / "arms" / arm_name / "data_stats.json"]
+    paths += [target_dir(data, arm.data_root) / "stats.json"] if data is not None else []
+    for path in paths:
         if path.exists():
             return read_json(path)
     return {}
@@ -67,7 +76,7 @@ def run_table(run: Path) -> pd.DataFrame:
         arms.append({"arm": name, **{f"cfg.{k}": v for k, v in flatten(tree).items()},
                      **{f"card.{k}": v for k, v in flatten(arm_card(run, name, arm)).items()}})
     table = results.merge(pd.DataFrame(arms), on="arm", how="left")
-    table.insert(0, "run", run.name)
+    table["run"] = run.name  # the directory is the run's identity, wherever it was written
     return table
 
 

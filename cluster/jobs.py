@@ -98,17 +98,16 @@ def submit(config_path: str, overrides: list[str], address: Optional[str], *, co
         raise ConfigError("working_dir", f"not a directory: {root}")
     from omegaconf import OmegaConf
 
-    from metaicl.core.config import to_yaml
+    from metaicl.core.config import load_config, to_yaml
     from metaicl.experiment import ExperimentConfig, run_hash
-    from metaicl.lm_experiment import LMExperimentConfig, load_experiment, run_hash as lm_run_hash
 
-    cfg, resolved = load_experiment(config_path, overrides)
-    if command in ("train", "metatrain", "eval") and not isinstance(cfg, LMExperimentConfig):
+    cfg, resolved = load_config(ExperimentConfig, config_path, overrides)
+    if command in ("train", "metatrain", "eval") and cfg.kind != "lm":
         raise ConfigError("lm", f"`metaicl {command}` runs a stage of a language-model experiment: the config needs "
                                 f"an `lm:` group")
     if OmegaConf.select(resolved, "cluster.address") == "local":
         OmegaConf.update(resolved, "cluster.address", "auto")  # the driver runs on a cluster node: join it
-    hash8 = (run_hash(cfg) if isinstance(cfg, ExperimentConfig) else lm_run_hash(cfg))[:8]
+    hash8 = run_hash(cfg)[:8]
     stem = f"{cfg.name}-{hash8}-{secrets.token_hex(3)}"
     shipped = f"{SUBMITTED_DIR}/{stem}.yaml"
     entrypoint = (f"mkdir -p {SUBMITTED_DIR} && printf '%s' \"${CONFIG_ENV}\" > {shlex.quote(shipped)} && "

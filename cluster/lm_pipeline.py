@@ -24,16 +24,18 @@ from metaicl.core.io import read_json, write_parquet, write_text
 from metaicl.core.config import to_dict
 from metaicl.core.ray_local import init_ray
 from metaicl.eval.methods import META_VARIANTS, METHODS, variants_needed
-from metaicl.lm_experiment import LMExperimentConfig, run_dir
+from metaicl.experiment import RESOURCE_KEYS, ExperimentConfig, run_dir
 from metaicl.train.lm import DONE_FILE, EpisodeData, LMStage
 from pretrain_data.build import build, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.task_families import build_task_families, token_range_of
 from cluster.lm_report import headline, write_lm_report
+from cluster.results import METAICL, tidy, training_rows
 from cluster.pipeline import fit_specs
 
 STAGES = ("pretrain", "metatrain", "eval")
-RESULT_COLUMNS = ["method", "task", "k", "seed", "scoring", "metric", "value"]
+SCORE_COLUMNS = ["method", "task", "k", "seed", "scoring", "metric", "value"]
+"""What evaluate_variant's rows hold (cluster.results.tidy makes them result rows)."""
 
 
 @dataclasses.dataclass
@@ -46,11 +48,16 @@ class Inputs:
     eval: list[str]
 
 
-def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Callable) -> Inputs:
+def prepare_inputs(cfg: ExperimentConfig, echo, progress: bool, ray_once: Callable, build_data: bool = True) -> Inputs:
+    """The mixture (built unless it exists) and the task collection (written unless it exists). `build_data=False`
+    (a sweep trial, whose data the sweep built before its trials): missing data is an error."""
     manifest = None
     if cfg.pretrain is not None:
         where = target_dir(cfg.pretrain, cfg.data_root)
         if not (where / "manifest.json").exists():
+            if not build_data:
+                raise ConfigError("data_root", f"no data at {where}: a sweep builds every trial's data before its "
+                                               f"trials start")
             ray_once()
             t = time.perf_counter()
             build(cfg.pretrain, cfg.data_root, progress=progress)
@@ -62,6 +69,8 @@ def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Call
         span = token_range_of(manifest, cfg.tasks.source, key="tasks.source")
         root = tasks_dir(cfg, span)
         if not (root / "families.json").exists():
+            if not build_data:
+                raise ConfigError("data_root", f"no task collection at {root}: a sweep writes it before its trials")
             build_task_families(cfg.tasks.synthetic, span, root)
             echo(f"tasks: wrote {root}")
         splits = read_json(root / "families.json")["splits"]
@@ -74,12 +83,21 @@ def prepare_inputs(cfg: LMExperimentConfig, echo, progress: bool, ray_once: Call
                   list(cfg.tasks.eval))
 
 
-def tasks_dir(cfg: LMExperimentConfig, span) -> Path:
+def tasks_dir(cfg: ExperimentConfig, span) -> Path:
     """Where the synthetic task collection written with the token ids `span` lives (shared across runs)."""
     return Path(cfg.data_root) / f"tasks-{config_hash({'tasks': to_dict(cfg.tasks.synthetic), 'token_range': list(span)})[:8]}"
 
 
-def plan_lm(cfg: LMExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str, Path, bool]]]:
+def pretrain_dir(cfg: ExperimentConfig) -> Path:
+    """The pretraining step's directory, named by the hash of what it reads (the mixture, the model, the training
+    knobs that change the result): trials and runs that differ only in meta-training or evaluation share it."""
+    reads = {"data": target_dir(cfg.pretrain, cfg.data_root).name, "lm": to_dict(cfg.lm),
+             "train": to_dict(cfg.train)}
+    hash8 = config_hash(reads, exclude=[f"train.{key}" for key in RESOURCE_KEYS])[:8]
+    return Path(cfg.runs_root).absolute() / "steps" / f"pretrain-{hash8}"
+
+
+def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str, Path, bool]]]:
     """(run directory, steps) of an LM experiment for `metaicl run --dry-run`: (name, where, done)."""
     out = run_dir(cfg)
     steps, manifest = [], None
@@ -92,7 +110,7 @@ def plan_lm(cfg: LMExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[st
         steps.append(("tasks", root or Path(cfg.data_root) / "tasks-<after data>",
                       bool(root and (root / "families.json").exists())))
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
-        steps.append(("pretrain", out / "pretrained", (out / "pretrained" / DONE_FILE).exists()))
+        steps.append(("pretrain", pretrain_dir(cfg), (pretrain_dir(cfg) / DONE_FILE).exists()))
     if "metatrain" in stages or "eval" in stages:
         for variant in [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]:
             where = out / "metatrained" / variant
@@ -102,13 +120,13 @@ def plan_lm(cfg: LMExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[st
     return out, steps
 
 
-def training_stages(cfg: LMExperimentConfig, out: Path, inputs: Inputs,
+def training_stages(cfg: ExperimentConfig, out: Path, inputs: Inputs,
                     stages=STAGES) -> tuple[LMStage | None, list[LMStage]]:
     """The pretraining stage (None without `pretrain:`, or when a single later stage starts from lm.name_or_path)
     and one meta-training stage per variant the methods need."""
     pre = None
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
-        pre = LMStage("pretrain", str((out / "pretrained").absolute()), cfg.lm, cfg.train,
+        pre = LMStage("pretrain", str(pretrain_dir(cfg)), cfg.lm, cfg.train,
                       stream=str((inputs.manifest.root / "manifest.json").absolute()),
                       vocab_size=inputs.manifest.vocab_size)
     base = str(pre.model_dir) if pre else cfg.lm.name_or_path
@@ -134,7 +152,7 @@ def check_starts(stages: list[LMStage], what: str) -> None:
                                                  f"run the earlier stage or set lm.name_or_path")
 
 
-def model_dirs(cfg: LMExperimentConfig, pre: LMStage | None, metas: list[LMStage]) -> dict[str, str]:
+def model_dirs(cfg: ExperimentConfig, pre: LMStage | None, metas: list[LMStage]) -> dict[str, str]:
     """The model each needed variant scores with; this run's own models must have been trained."""
     for stage in ([pre] if pre else []) + metas:
         if not (stage.model_dir / "config.json").exists():
@@ -146,15 +164,17 @@ def model_dirs(cfg: LMExperimentConfig, pre: LMStage | None, metas: list[LMStage
     return {v: dirs[v] for v in variants_needed(cfg.eval.methods)}
 
 
-def evaluate(cfg: LMExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo) -> pd.DataFrame:
+def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo) -> pd.DataFrame:
     """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task."""
     import ray
 
     from metaicl.eval.evaluate import evaluate_variant
 
     t = cfg.train
+    # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
     remote = ray.remote(evaluate_variant).options(num_cpus=t.cpus_per_worker,
-                                                  num_gpus=t.gpus_per_worker if t.use_gpu else 0)
+                                                  num_gpus=t.gpus_per_worker if t.use_gpu else 0,
+                                                  scheduling_strategy="DEFAULT")
     device = "cuda" if t.use_gpu else "cpu"
     futures = {}
     for variant, path in dirs.items():
@@ -165,11 +185,23 @@ def evaluate(cfg: LMExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo
     for variant, future in futures.items():
         rows += ray.get(future)
         echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable[[str], None] = print,
-           progress: bool | None = None) -> Path:
+def stage_rows(cfg: ExperimentConfig, out: Path, pre: LMStage | None, metas: list[LMStage]) -> list[pd.DataFrame]:
+    """The training curves of this run's own models (loss on the training batches and on held-out data) as rows
+    of the run's results, stage `pretrain` or `metatrain/<variant>`."""
+    frames = []
+    for stage, name in ([(pre, "pretrain")] if pre else []) + [(m, f"metatrain/{m.arm}") for m in metas]:
+        if stage.done:
+            frames.append(training_rows(pd.read_parquet(Path(stage.out_dir) / DONE_FILE), out.name, "main", name,
+                                        stage.train.seed))
+    return frames
+
+
+def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable[[str], None] = print,
+           progress: bool | None = None, build_data: bool = True) -> Path:
+    """`build_data=False`: a sweep trial, whose data, task collection and pretrained model the sweep made first."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = run_dir(cfg)
@@ -177,9 +209,6 @@ def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Cal
         echo(f"run {out}: every stage is done; reusing it")
         echo(headline(pd.read_parquet(out / "results.parquet")))
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", resolved_yaml)
-    echo(f"run {out}")
     ray_started = []
 
     def ray_once():
@@ -187,7 +216,10 @@ def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Cal
             init_ray(cfg.cluster)
             ray_started.append(True)
 
-    inputs = prepare_inputs(cfg, echo, progress, ray_once)
+    inputs = prepare_inputs(cfg, echo, progress, ray_once, build_data)  # before the run directory: inputs first
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", resolved_yaml)
+    echo(f"run {out}")
     pre, metas = training_stages(cfg, out, inputs, stages)
     if pre is not None and "pretrain" in stages:
         if not pre.done:  # Ray starts only for work
@@ -200,7 +232,9 @@ def run_lm(cfg: LMExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Cal
         fit_specs(metas, out, echo, progress, "metatrain")
     if "eval" in stages:
         ray_once()
-        results = evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo)
+        scored = tidy(evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo), run=out.name, arm="main",
+                      stage="eval", suite=METAICL)
+        results = pd.concat([*stage_rows(cfg, out, pre, metas), scored], ignore_index=True)
         write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
         echo(write_lm_report(out, cfg.name, results))
         echo(headline(results))

@@ -15,13 +15,14 @@ import pandas as pd
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
 from cluster.report import markdown_table
+from cluster.results import METAICL
 
 HEADLINE = ("metaicl", "in_context", "zero_shot")
 
 
 def seed_scores(results: pd.DataFrame, metric: str = "macro_f1", scoring: str = "sum") -> pd.DataFrame:
     """(method, k, seed) -> the metric averaged over tasks."""
-    rows = results[(results.metric == metric) & (results.scoring == scoring)]
+    rows = results[(results.suite == METAICL) & (results.metric == metric) & (results.scoring == scoring)]
     return rows.groupby(["method", "k", "seed"], as_index=False)["value"].mean()
 
 

@@ -21,7 +21,8 @@ from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
 from metaicl.train.arm import DONE_FILE, ArmSpec
 from pretrain_data.build import build, data_dir
-from cluster.report import RESULT_COLUMNS, data_section, summary, write_report
+from cluster.report import data_section, summary, write_report
+from cluster.results import training_rows
 
 
 def arm_specs(arms: dict[str, ExperimentConfig], out: Path) -> dict[str, ArmSpec]:
@@ -35,14 +36,9 @@ def arm_specs(arms: dict[str, ExperimentConfig], out: Path) -> dict[str, ArmSpec
 
 
 def collect_results(specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
-    """Every arm's metrics, tagged with arm and train seed, as the run's tidy results.parquet."""
-    frames = []
-    for name, spec in specs.items():
-        frame = pd.read_parquet(Path(spec.out_dir) / DONE_FILE)
-        frame.insert(0, "arm", name)
-        frame["seed"] = spec.train.seed
-        frames.append(frame)
-    results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
+    """Every arm's metrics (stage `train`, seed = the training seed) as the run's tidy results.parquet."""
+    results = pd.concat([training_rows(pd.read_parquet(Path(spec.out_dir) / DONE_FILE), out.name, name, "train",
+                                       spec.train.seed) for name, spec in specs.items()], ignore_index=True)
     write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
     return results
 

@@ -10,21 +10,24 @@ import pandas as pd
 
 from metaicl.core.io import atomic_path, write_text
 from metaicl.eval.icl import chance_level
+from cluster.results import ICL_SETS
 from pretrain_data.bursty import EVAL_SETS
 
-RESULT_COLUMNS = ["arm", "step", "eval", "metric", "value", "seed"]
+def set_accuracy(results: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy rows on the classifier's eval sets (suite icl_sets)."""
+    return results[(results.suite == ICL_SETS) & (results.metric == "accuracy")]
 
 
 def last_accuracy(results: pd.DataFrame, by: tuple[str, ...] = ("arm",)) -> pd.DataFrame:
     """Accuracy rows of the eval sets at the last step of each `by` group (an arm; (run, arm) in a sweep)."""
-    acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
+    acc = set_accuracy(results)
     return acc[acc.step == acc.groupby(list(by)).step.transform("max")]
 
 
 def final_table(results: pd.DataFrame, num_labels: int) -> pd.DataFrame:
     """arm x eval set accuracy at each arm's last step, with a `chance` row."""
     last = last_accuracy(results)
-    table = last.pivot_table(index="arm", columns="eval", values="value", aggfunc="mean", sort=False)
+    table = last.pivot_table(index="arm", columns="task", values="value", aggfunc="mean", sort=False)
     table = table[[e for e in EVAL_SETS if e in table.columns]]
     table.loc["chance"] = [chance_level(e, num_labels) for e in table.columns]
     return table
@@ -45,7 +48,7 @@ def format_table(table: pd.DataFrame) -> str:
     return markdown_table(table.rename_axis("arm").reset_index())
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -54,27 +57,27 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
-    plt = _pyplot()
-    acc = results[(results.metric == "accuracy") & results["eval"].isin(EVAL_SETS)]
-    sets = [e for e in EVAL_SETS if e in set(acc["eval"])]
+    plt = pyplot()
+    acc = set_accuracy(results)
+    sets = [e for e in EVAL_SETS if e in set(acc["task"])]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], sets):
-        for arm, rows in acc[acc["eval"] == name].groupby("arm", sort=False):
+        for arm, rows in acc[acc["task"] == name].groupby("arm", sort=False):
             mean = rows.groupby("step").value.mean()
             ax.plot(mean.index, mean.values, marker=".", label=arm)
         ax.axhline(chance_level(name, num_labels), color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set(title=name, xlabel="step", ylim=(-0.02, 1.02))
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(loc="best", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def summary(run_dir: Path, num_labels: int) -> str:
@@ -146,7 +149,7 @@ def _source_table(rows: list[tuple[str, str, dict]], columns: dict[str, str]) ->
 
 def plot_rank_frequency(cards: dict[str, dict], path: Path) -> None:
     """Log-log rank-frequency curve of every (arm, source) of tokens: the Zipf law each mixture really has."""
-    fig, ax = _pyplot().subplots(figsize=(5.2, 3.8))
+    fig, ax = pyplot().subplots(figsize=(5.2, 3.8))
     for arm, card in cards.items():
         for name, s in card["sources"].items():
             if "rank_frequency" not in s:  # function-class prompts are real-valued: no tokens to rank
@@ -157,7 +160,7 @@ def plot_rank_frequency(cards: dict[str, dict], path: Path) -> None:
                       label=f"{arm}/{name} (α={s['zipf_alpha_mle']})")
     ax.set(xlabel="frequency rank", ylabel="token share")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_data_report(out: Path, title: str, cards: dict[str, dict]) -> Path:

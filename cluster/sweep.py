@@ -28,7 +28,7 @@ from metaicl.core.io import write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir
 from cluster.report import last_accuracy
-from pretrain_data.build import build, data_dir
+from pretrain_data.build import build, target_dir
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1 << 20}
 """What a trial itself reserves: 1 MiB of memory and no CPU. It only waits on its arms' Ray Train workers, which
@@ -53,10 +53,11 @@ def plan(config_path: str | Path, overrides: Sequence[str],
         raise ConfigError("sweep", f"{config_path} has no sweep: block (grid/points/seeds)")
     root = sweep_root(base)
     trials = []
-    for i, point in enumerate(base.sweep.trials()):
+    for i, point in enumerate(base.sweep.trials(base.seed_keys())):
         extra = override_strings(point) + [f"runs_root={json.dumps(str(root))}", "out_dir=null", "sweep=null"]
         try:
             cfg, resolved = load_config(ExperimentConfig, config_path, [*overrides, *extra], cwd)
+            cfg.check_trainable()
         except ConfigError as err:
             raise ConfigError(err.key, err.message, f"sweep trial {i}: {point}") from None
         trials.append({"trial": i, "overrides": point, "cfg": cfg, "yaml": to_yaml(resolved),
@@ -69,17 +70,36 @@ def is_done(path: Path) -> bool:
 
 
 def build_shared_data(trials: list[dict], echo: Callable[[str], None]) -> None:
-    """Every distinct data directory the trials need, built once before any trial trains."""
+    """Every distinct data directory the trials need (few-shot data, token mixtures), built once before any trial
+    trains; then each language-model trial's task collection."""
     seen = {}
     for trial in trials:
         cfg = trial["cfg"]
         for name in cfg.arm_names():
             arm = cfg.arm(name)
-            seen.setdefault(data_dir(arm.data, arm.data_root), arm)
-    todo = [(where, arm) for where, arm in seen.items() if not (where / "manifest.json").exists()]
-    for where, arm in todo:
-        build(arm.data, arm.data_root, progress=False)
+            data = arm.pretrain if arm.pretrain is not None else arm.data
+            seen.setdefault(target_dir(data, arm.data_root), (data, arm.data_root))
+    todo = [(where, spec) for where, spec in seen.items() if not (where / "manifest.json").exists()]
+    for where, (data, data_root) in todo:
+        build(data, data_root, progress=False)
     echo(f"data: {len(seen)} distinct data directories ({len(todo)} built, {len(seen) - len(todo)} reused)")
+
+
+def pretrain_shared(trials: list[dict], root: Path, echo: Callable[[str], None]) -> None:
+    """Every distinct pretraining step of the language-model trials, trained once (concurrently) before the
+    trials: trials that differ only in meta-training or evaluation keys share one pretrained model."""
+    from cluster.lm_pipeline import prepare_inputs, training_stages
+    from cluster.pipeline import fit_specs
+
+    stages = {}
+    for trial in (t for t in trials if t["cfg"].kind == "lm"):
+        cfg = trial["cfg"]
+        pre, _ = training_stages(cfg, trial["run_dir"], prepare_inputs(cfg, lambda _: None, False, lambda: None))
+        if pre is not None:
+            stages.setdefault(pre.out_dir, pre)
+    if stages:
+        fit_specs(list(stages.values()), root, echo, False, "pretrain")
+        echo(f"pretrain: {len(stages)} distinct pretrained models for the language-model trials")
 
 
 def _trial(config: dict, trials: list[dict]) -> None:
@@ -88,11 +108,14 @@ def _trial(config: dict, trials: list[dict]) -> None:
 
     from cluster.pipeline import run
 
+    from cluster.lm_pipeline import run_lm
+
     trial = trials[config["trial"]]
     started = time.perf_counter()
-    out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False)
+    runner = run_lm if trial["cfg"].kind == "lm" else run
+    out = runner(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False)
     final = last_accuracy(pd.read_parquet(out / "results.parquet"))
-    metrics = {f"{r.arm}/{r.eval}": float(r.value) for r in final.itertuples()}  # what trackers log
+    metrics = {f"{r.arm}/{r.task}": float(r.value) for r in final.itertuples()}  # what trackers log
     tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1), **metrics})
 
 
@@ -110,6 +133,7 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
     if todo:
         init_ray(base.cluster)
         build_shared_data(todo, echo)
+        pretrain_shared(todo, root, echo)
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=todo), TRIAL_RESOURCES),
             param_space={"trial": tune.grid_search(list(range(len(todo))))},

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cluster.report import _pyplot, _save, last_accuracy, markdown_table
+from cluster.report import last_accuracy, markdown_table, pyplot, save_figure, set_accuracy
+from cluster.results import ICL_SETS, METAICL
+from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
 from pretrain_data.bursty import EVAL_SETS
 
 SETS = EVAL_SETS
-SEED_KEYS = ("cfg.data.seed", "cfg.train.seed")
+SEED_KEYS = ("cfg.data.seed", "cfg.train.seed", "cfg.pretrain.seed", "cfg.metatrain.seed")
 
 
 def swept_keys(table: pd.DataFrame) -> list[str]:
@@ -42,7 +44,7 @@ def trial_table(final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Swept keys x eval set: mean and worst accuracy over seeds, and how many seeds."""
     keys = keys or ["arm"]  # one trial (or nothing swept): a row per arm
     index = list(dict.fromkeys([*keys, "run", "arm"]))
-    wide = final.pivot_table(index=index, columns="eval", values="value").reset_index()
+    wide = final.pivot_table(index=index, columns="task", values="value").reset_index()
     sets = [s for s in SETS if s in wide.columns]
     grouped = wide.groupby(keys, dropna=False)[sets]
     out = grouped.mean().add_suffix(" mean").join(grouped.min().add_suffix(" worst"))
@@ -51,40 +53,40 @@ def trial_table(final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def phase_diagram(final: pd.DataFrame, x: str, y: str, path: Path) -> None:
-    plt = _pyplot()
-    sets = [s for s in ("icl_novel", "iwl") if s in set(final["eval"])]
+    plt = pyplot()
+    sets = [s for s in ("icl_novel", "iwl") if s in set(final["task"])]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.4 * len(sets), 3.6), squeeze=False)
     for ax, name in zip(axes[0], sets):
-        grid = final[final["eval"] == name].pivot_table(index=y, columns=x, values="value", aggfunc="mean")
+        grid = final[final["task"] == name].pivot_table(index=y, columns=x, values="value", aggfunc="mean")
         image = ax.imshow(grid.values, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set(xticks=range(grid.shape[1]), xticklabels=grid.columns, yticks=range(grid.shape[0]),
                yticklabels=grid.index, xlabel=x.removeprefix("cfg."), ylabel=y.removeprefix("cfg."), title=name)
         for (i, j), v in np.ndenumerate(grid.values):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def curves(table: pd.DataFrame, keys: list[str], path: Path, against: str = "step") -> None:
     """Accuracy against `against` (training step, or context size for k-shot curves), one line per setting of
     the other swept keys, mean over seeds."""
-    plt = _pyplot()
+    plt = pyplot()
     if against == "step":
-        acc = table[(table.metric == "accuracy") & table["eval"].isin(SETS)]
+        acc = set_accuracy(table)
     else:
         acc = final_accuracy(table)
-    sets = [s for s in SETS if s in set(acc["eval"])]
+    sets = [s for s in SETS if s in set(acc["task"])]
     groups = [k for k in keys if k != against] or ["arm"]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], sets):
-        for label, rows in acc[acc["eval"] == name].groupby(groups, dropna=False):
+        for label, rows in acc[acc["task"] == name].groupby(groups, dropna=False):
             mean = rows.groupby(against).value.mean()
             text = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(groups, np.atleast_1d(label)))
             ax.plot(mean.index, mean.values, marker=".", label=text)
         ax.set(title=name, xlabel=against.removeprefix("cfg."), ylim=(-0.02, 1.02))
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=6)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -103,13 +105,13 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
-def attribution(final: pd.DataFrame) -> pd.DataFrame:
-    """Per (eval set, card statistic): OLS slope of accuracy per one SD of the statistic across (run, arm)
-    points, its 95% t interval (n - 2 degrees of freedom), R^2 and n."""
+def attribution(final: pd.DataFrame, targets: tuple[str, ...] = ("icl_novel", "iwl")) -> pd.DataFrame:
+    """Per (target: an eval set or a method, card statistic): OLS slope of the final score per one SD of the
+    statistic across (run, arm) points, its 95% t interval (n - 2 degrees of freedom), R^2 and n."""
     cards = [c for c in final.columns if c.startswith("card.") and pd.api.types.is_numeric_dtype(final[c])]
     rows = []
-    for name in ("icl_novel", "iwl"):
-        points = final[final["eval"] == name]
+    for name in targets:
+        points = final[final["task"] == name]
         for stat in cards:
             x, y = points[stat].to_numpy(float), points["value"].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
@@ -121,61 +123,111 @@ def attribution(final: pd.DataFrame) -> pd.DataFrame:
             resid = y - (slope * z + intercept)
             se = math.sqrt((resid ** 2).sum() / (len(z) - 2) / (z ** 2).sum())
             half = t_quantile(0.975, len(z) - 2) * se
-            rows.append({"eval": name, "statistic": stat.removeprefix("card."), "slope_per_sd": round(slope, 4),
+            rows.append({"task": name, "statistic": stat.removeprefix("card."), "slope_per_sd": round(slope, 4),
                          "ci_low": round(slope - half, 4), "ci_high": round(slope + half, 4),
                          "r2": round(float(np.corrcoef(z, y)[0, 1] ** 2), 3), "n": len(z)})
     return pd.DataFrame(rows)
 
 
 def attribution_plot(attr: pd.DataFrame, path: Path) -> None:
-    plt = _pyplot()
-    sets = list(dict.fromkeys(attr["eval"]))
+    plt = pyplot()
+    sets = list(dict.fromkeys(attr["task"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 0.4 * attr.statistic.nunique() + 1.4),
                              sharey=True, squeeze=False)
     for ax, name in zip(axes[0], sets):
-        rows = attr[attr["eval"] == name]
+        rows = attr[attr["task"] == name]
         pos = np.arange(len(rows))
         ax.errorbar(rows.slope_per_sd, pos, xerr=[rows.slope_per_sd - rows.ci_low, rows.ci_high - rows.slope_per_sd],
                     fmt="o", capsize=3)
         ax.axvline(0, color="grey", linewidth=1)
         ax.set(yticks=pos, yticklabels=rows.statistic, title=name, xlabel="accuracy change per SD of statistic")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_sweep_report(root: Path, table: pd.DataFrame, title: str) -> Path:
-    keys = swept_keys(table)
-    final = final_accuracy(table)
-    md, figures = [f"# {title}", "", f"{table.run.nunique()} runs, {len(final.groupby(['run', 'arm']))} "
-                   f"(run, arm) points; swept: {', '.join(k.removeprefix('cfg.') for k in keys) or 'nothing'}.", "",
-                   "## Final accuracy (mean and worst over seeds)", "",
-                   markdown_table(trial_table(final, keys))], []
-    if len(keys) >= 2:
-        phase_diagram(final, keys[0], keys[1], root / "phase_diagram.png")
-        figures.append(("ICL vs IWL phase diagram", "phase_diagram.png"))
-    k_key = "k" if "k" in table.columns else ("cfg.data.context_pairs" if "cfg.data.context_pairs" in keys else None)
-    if k_key:
-        curves(table, keys, root / "kshot_curves.png", against=k_key)
-        figures.append(("k-shot curves", "kshot_curves.png"))
-    else:
-        md += ["", "No k-shot curves: the context size does not vary in these runs."]
-    curves(table, keys, root / "training_curves.png")
-    figures.append(("Accuracy over training", "training_curves.png"))
-    attr = attribution(final)
-    md += ["", "## Attribution: which data statistic moves which ICL metric", "",
-           "Slope of final accuracy per one standard deviation of each data-card statistic across the sweep's "
-           "(run, arm) points (least squares), with its 95% t interval; correlational, so statistics that move together "
-           "with one swept knob share a slope.", ""]
-    if len(attr):
-        attribution_plot(attr, root / "attribution.png")
-        figures.append(("Attribution", "attribution.png"))
-        md.append(markdown_table(attr))
-    else:
-        md.append("(Needs at least 3 (run, arm) points and a card statistic that varies across them.)")
+    """report.md + report.html over every run of `table` (cluster.aggregate), a section per evaluation suite
+    present: the classifier's eval sets (Chan et al.) and MetaICL's table for language models."""
+    md = [f"# {title}", "", f"{table.run.nunique()} runs; swept: "
+          f"{', '.join(k.removeprefix('cfg.') for k in swept_keys(table)) or 'nothing'}."]
+    figures = []
+    if (table.suite == ICL_SETS).any():
+        section, more = icl_sets_section(table[table.suite.isin([ICL_SETS, "train"])], root)
+        md, figures = md + section, figures + more
+    if (table.suite == METAICL).any():
+        section, more = metaicl_section(table[table.suite == METAICL], root)
+        md, figures = md + section, figures + more
     for caption, file in figures:
         md += ["", f"## {caption}", "", f"![{caption}]({file})"]
     write_text(root / "report.md", "\n".join(md) + "\n")
     write_text(root / "report.html", to_html(title, md, root))
     return root / "report.html"
+
+
+ATTRIBUTION_TEXT = ("Slope of the final score per one standard deviation of each data-card statistic across the "
+                    "sweep's (run, arm) points (least squares), with its 95% t interval; correlational, so statistics "
+                    "that move together with one swept knob share a slope.")
+
+
+def attribution_lines(final: pd.DataFrame, targets: tuple[str, ...], root: Path, figures: list,
+                      file: str) -> list[str]:
+    attr = attribution(final, targets)
+    if not len(attr):
+        return ["(Needs at least 3 (run, arm) points and a card statistic that varies across them.)"]
+    attribution_plot(attr, root / file)
+    figures.append(("Attribution", file))
+    return [markdown_table(attr)]
+
+
+def icl_sets_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
+    """The classifier's runs: final accuracy per trial, phase diagram, k-shot and training curves, attribution."""
+    keys = swept_keys(table)
+    final = final_accuracy(table)
+    md, figures = ["", "## Final accuracy (mean and worst over seeds)", "",
+                   f"{len(final.groupby(['run', 'arm']))} (run, arm) points.", "",
+                   markdown_table(trial_table(final, keys))], []
+    if len(keys) >= 2:
+        phase_diagram(final, keys[0], keys[1], root / "phase_diagram.png")
+        figures.append(("ICL vs IWL phase diagram", "phase_diagram.png"))
+    if "cfg.data.context_pairs" in keys:
+        curves(table, keys, root / "kshot_curves.png", against="cfg.data.context_pairs")
+        figures.append(("k-shot curves", "kshot_curves.png"))
+    else:
+        md += ["", "No k-shot curves: the context size does not vary in these runs."]
+    curves(table, keys, root / "training_curves.png")
+    figures.append(("Accuracy over training", "training_curves.png"))
+    md += ["", "## Attribution: which data statistic moves which ICL metric", "", ATTRIBUTION_TEXT, ""]
+    md += attribution_lines(final, ("icl_novel", "iwl"), root, figures, "attribution.png")
+    return md, figures
+
+
+def method_final(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, arm, method) of the language models' runs: accuracy (summed option log-probs) at the
+    method's largest k, averaged over target tasks per seed, then mean and worst over seeds (MetaICL's protocol);
+    `task` = the method, `value` = the mean, with the run's cfg./card. columns."""
+    rows = table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
+    rows = rows[rows.k == rows.groupby(["run", "arm", "method"]).k.transform("max")]
+    per_seed = rows.groupby(["run", "arm", "method", "k", "seed"], as_index=False).value.mean()
+    final = per_seed.groupby(["run", "arm", "method", "k"]).value.agg(value="mean", worst="min").reset_index()
+    context = [c for c in rows.columns if c.startswith(("cfg.", "card."))]
+    final = final.merge(rows.drop_duplicates(["run", "arm"])[["run", "arm", *context]], on=["run", "arm"])
+    return final.rename(columns={"method": "task"})
+
+
+def metaicl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
+    """The language models' runs: the MetaICL methods per trial, and attribution of their accuracy."""
+    keys = swept_keys(table)
+    final = method_final(table)
+    index = keys or ["run"]
+    wide = final.pivot_table(index=index, columns="task", values="value", aggfunc="mean")
+    worst = final.pivot_table(index=index, columns="task", values="worst", aggfunc="min").add_suffix(" worst")
+    methods = [m for m in METHODS if m in wide.columns]
+    out = wide[methods].join(worst[[f"{m} worst" for m in methods]]).reset_index()
+    md, figures = ["", "## MetaICL methods: accuracy at the largest k (mean and worst over seeds)", "",
+                   "Summed option log-probabilities; per seed the accuracy is averaged over the target tasks.", "",
+                   markdown_table(out), "", "## Attribution: which data statistic moves which method", "",
+                   ATTRIBUTION_TEXT, ""], []
+    md += attribution_lines(final, tuple(methods), root, figures, "attribution_methods.png")
+    return md, figures
 
 
 def to_html(title: str, md_lines: list[str], root: Path) -> str:

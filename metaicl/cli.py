@@ -16,28 +16,25 @@ from metaicl.core.errors import ConfigError, RunFailed
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`run` chains every stage; `train`, `metatrain` and `eval` run one stage of an LM experiment."""
-    from metaicl.core.config import to_yaml
+    from metaicl.core.config import load_config, to_yaml
     from metaicl.core.ray_local import prepare_env
-    from metaicl.lm_experiment import LMExperimentConfig, load_experiment
+    from metaicl.experiment import ExperimentConfig
 
-    cfg, resolved = load_experiment(args.config, args.overrides, base=Path.cwd())
+    cfg, resolved = load_config(ExperimentConfig, args.config, args.overrides, base=Path.cwd())
     stages = {"run": ("pretrain", "metatrain", "eval"), "train": ("pretrain",), "metatrain": ("metatrain",),
               "eval": ("eval",)}[args.command]
-    if not isinstance(cfg, LMExperimentConfig):
-        if args.command != "run":
-            raise ConfigError("lm", f"`metaicl {args.command}` runs a stage of a language-model experiment: the "
-                                    f"config needs an `lm:` group (e.g. configs/metaicl_synthetic.yaml)")
-        if any(cfg.arm(name).pretrain is not None for name in cfg.arm_names()):
-            raise ConfigError("pretrain", "a `pretrain:` mixture trains a language model: add an `lm:` group (see "
-                                          "configs/metaicl_synthetic.yaml), or build the data with `metaicl data build`")
+    if args.command != "run" and cfg.kind != "lm":
+        raise ConfigError("lm", f"`metaicl {args.command}` runs a stage of a language-model experiment: the "
+                                f"config needs an `lm:` group (e.g. configs/metaicl_synthetic.yaml)")
+    cfg.check_trainable()
     if args.dry_run:
         from cluster.lm_pipeline import plan_lm
         from cluster.pipeline import format_plan, plan
 
-        print(format_plan(*(plan_lm(cfg, stages) if isinstance(cfg, LMExperimentConfig) else plan(cfg))))
+        print(format_plan(*(plan_lm(cfg, stages) if cfg.kind == "lm" else plan(cfg))))
         return 0
     prepare_env(local=cfg.cluster.address == "local")
-    if isinstance(cfg, LMExperimentConfig):
+    if cfg.kind == "lm":
         from cluster.lm_pipeline import run_lm
 
         run_lm(cfg, to_yaml(resolved), stages=stages, progress=None)
@@ -115,18 +112,19 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     """Build (or reuse) the data of every arm of a config: its token mixture (`pretrain:`) if it has one, else the
     few-shot data (`data:`). Prints where and the statistics card. `out_dir=` is the data directory itself
     (`<out_dir>/<arm>` when there are several arms)."""
+    from metaicl.core.config import load_config
     from metaicl.core.ray_local import init_ray
-    from metaicl.lm_experiment import load_experiment
+    from metaicl.experiment import ExperimentConfig
     from pretrain_data.build import build, target_dir
     from pretrain_data.show import format_card
 
-    cfg, _ = load_experiment(args.config, args.overrides, base=Path.cwd())
+    cfg, _ = load_config(ExperimentConfig, args.config, args.overrides, base=Path.cwd())
     names, mixture_cards = cfg.arm_names(), {}
     for name in names:
         arm = cfg.arm(name)
-        spec = arm.pretrain if arm.pretrain is not None else getattr(arm, "data", None)
+        spec = arm.pretrain if arm.pretrain is not None else arm.data
         if spec is None:
-            raise ConfigError("pretrain", "this config names no data to build (no `pretrain:` group)")
+            raise ConfigError("pretrain", "this config names no data to build (no `pretrain:` or `data:` group)")
         where = ((Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir
                  else target_dir(spec, arm.data_root))
         done = (where / "manifest.json").exists()

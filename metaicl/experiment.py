@@ -1,8 +1,15 @@
-"""ExperimentConfig: every knob of an experiment in one tree (data, model, train, eval, cluster, arms).
+"""ExperimentConfig: every knob of an experiment in one tree; the groups it has say which stages run.
 
     cfg, _ = load_config(ExperimentConfig, "configs/quickstart.yaml", ["train.steps=300"])
     run_dir(cfg)                      # runs/quickstart-<8 hex of the resolved-config hash>
     [cfg.arm(a) for a in cfg.arm_names()]
+
+Two kinds of experiment, one schema: `model:` + `data:` train the in-context classifier on bursty few-shot
+sequences (the spine: Chan et al. 2022, Reddy 2023); `lm:` trains a causal language model — pretrained on the
+`pretrain:` mixture (or loaded from `lm.name_or_path`), MetaICL meta-trained on `tasks` (`metatrain:`), evaluated by
+the methods of MetaICL's table (`eval:`). A config with neither (only `data:` or `pretrain:`) describes data
+alone (`metaicl data build`). An absent group is a stage that does not run; a combination that cannot run is one
+ConfigError saying what is missing.
 
 Arms are named variants of the base config: `arms: {bursty: {data: {burstiness: 4}}}` overrides only what differs,
 so the model and the budget are identical across arms by construction.
@@ -23,21 +30,29 @@ from metaicl.core.config import as_config_error, merge_checked, to_dict
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.hashing import config_hash
 from metaicl.core.ray_local import ClusterConfig
-from metaicl.eval.icl import EvalConfig
+from metaicl.data.episodes import EpisodeConfig
+from metaicl.eval.config import EvalConfig
 from metaicl.models.config import ModelConfig
+from metaicl.models.lm import LMConfig
 from metaicl.train.config import TrainConfig
 from pretrain_data.config import BurstyDataConfig
 from pretrain_data.mixture_config import MixtureConfig
+from pretrain_data.task_families import TaskFamiliesConfig
 
 ARM_GROUPS = ("data", "pretrain", "model", "train", "eval")
-NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "train.num_workers", "train.grad_accum",
-                "train.cpus_per_worker", "train.use_gpu", "train.gpus_per_worker", "train.log_every",
-                "train.ckpt_every", "train.max_failures", "eval.batch_size")
-"""Knobs left out of the run hash: where things go and how many resources they use, not what is computed."""
+GROUPS = ("data", "pretrain", "model", "lm", "tasks", "episodes", "train", "metatrain", "finetune", "eval", "cluster",
+          "sweep")
+RESOURCE_KEYS = ("num_workers", "grad_accum", "cpus_per_worker", "use_gpu", "gpus_per_worker", "log_every",
+                 "ckpt_every", "max_failures")
+NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "eval.batch_size", "eval.fast",
+                *(f"{group}.{key}" for group in ("train", "metatrain") for key in RESOURCE_KEYS))
+"""Knobs left out of the run hash: where things go, how many resources they use and how fast evaluation runs, not
+what is computed. `lm.name_or_path` stays in: another starting model is another experiment."""
 TEXT_PATHS = {f"{where}pretrain.sources.*.text.{key}": "if_exists" for where in ("", "arms.*.")
               for key in ("path", "tokenizer")}
 """A text source's corpus and tokenizer directory (either may also be a hub name or `bpe`)."""
-PATH_KEYS = {"runs_root": "always", "data_root": "always", "out_dir": "always", **TEXT_PATHS}
+PATH_KEYS = {"runs_root": "always", "data_root": "always", "out_dir": "always", "tasks.path": "always",
+             "lm.name_or_path": "if_exists", "lm.tokenizer": "if_exists", **TEXT_PATHS}
 """Paths made absolute against the directory `metaicl` runs from (metaicl.core.config.resolve_paths)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -50,7 +65,8 @@ class SweepConfig:
     points: List[Any] = field(default_factory=list)
     """Explicit trials, each a mapping of dotted key -> value, added after the grid's."""
     seeds: List[int] = field(default_factory=list)
-    """Each trial runs once per seed, with data.seed = train.seed = seed; empty = the config's seeds."""
+    """Each trial runs once per seed, every seed of the experiment set to it (classifier: data.seed and
+    train.seed; language model: pretrain.seed, train.seed, metatrain.seed); empty = the config's seeds."""
     max_concurrent_trials: int = 2
     """Trials Ray Tune runs at once (each trial's arms hold their own Ray Train workers)."""
     tracking: List[str] = field(default_factory=list)
@@ -71,14 +87,61 @@ class SweepConfig:
             if name not in ("tensorboard", "mlflow"):
                 raise ConfigError(f"{prefix}.tracking.{i}", f"unknown tracker {name!r} (known: tensorboard, mlflow)")
 
-    def trials(self) -> list[dict[str, Any]]:
+    def trials(self, seed_keys: tuple[str, ...] = ("data.seed", "train.seed")) -> list[dict[str, Any]]:
         """Every trial's overrides (dotted key -> value), in a fixed order: grid points, points, then seeds."""
         keys = list(self.grid)
         base = [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))] if keys else []
         base += [dict(p) for p in self.points]
         if not self.seeds:
             return base
-        return [{**b, "data.seed": s, "train.seed": s} for b in base for s in self.seeds]
+        return [{**b, **{key: s for key in seed_keys}} for b in base for s in self.seeds]
+
+
+@dataclass
+class TasksConfig:
+    path: Optional[str] = None
+    """A task collection: our layout (<task>/<task>_{train,test}.jsonl, e.g. data/icl) or MetaICL's
+    (<task>/<task>_<k>_<seed>_{train,test}.jsonl)."""
+    meta_train: List[str] = field(default_factory=list)
+    """Meta-training tasks of `path` (MetaICL's settings are such lists: HR -> LR, Class -> Class, non-NLI -> NLI)."""
+    eval: List[str] = field(default_factory=list)
+    """Target tasks of `path`, never meta-trained on."""
+    synthetic: Optional[TaskFamiliesConfig] = None
+    """Task families generated in the mixture's synthetic language (instead of `path`); split by family."""
+    source: str = "zipf"
+    """Synthetic tasks: the `pretrain:` source whose token ids make the tasks' words."""
+
+    def validate(self, prefix: str = "tasks") -> None:
+        if (self.path is None) == (self.synthetic is None):
+            raise ConfigError(f"{prefix}.path", "give exactly one of tasks.path (a collection) and tasks.synthetic")
+        if self.synthetic is not None:
+            self.synthetic.validate(f"{prefix}.synthetic")
+            return
+        if not self.eval:
+            raise ConfigError(f"{prefix}.eval", "name the target tasks to evaluate")
+        shared = sorted(set(self.meta_train) & set(self.eval))
+        if shared:
+            raise ConfigError(f"{prefix}.meta_train", f"tasks both meta-trained on and evaluated: {shared}")
+
+
+@dataclass
+class MetaTrainConfig(TrainConfig):
+    """Meta-training (MetaICL): the training knobs, plus k."""
+    k: int = 16
+    """Demonstrations per meta-training episode (MetaICL: k = 16, as at test time)."""
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 50
+    """Optimiser steps on the target task's k examples (MetaICL's Fine-tune baseline)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+
+    def validate(self, prefix: str = "finetune") -> None:
+        check_at_least(self, prefix, ("steps",), 1)
+        if self.lr <= 0:
+            raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
 
 
 @dataclass
@@ -91,13 +154,26 @@ class ExperimentConfig:
     runs_root: str = "runs"
     """Parent of run directories."""
     data_root: str = "runs/data"
-    """Parent of data directories (<kind>-<data hash8>), shared by every run and arm with the same data config."""
-    data: BurstyDataConfig = field(default_factory=BurstyDataConfig)
+    """Parent of data directories (<kind or name>-<data hash8>), shared by every run and arm with the same data."""
+    data: Optional[BurstyDataConfig] = None
     """Few-shot sequences the in-context classifier trains on (the spine experiment)."""
     pretrain: Optional[MixtureConfig] = None
-    """Token-level pretraining mixture (configs/data/*.yaml); built by `metaicl data build`."""
-    model: ModelConfig = field(default_factory=ModelConfig)
+    """Token-level pretraining mixture of a language model (configs/data/*.yaml); `metaicl data build` builds it."""
+    model: Optional[ModelConfig] = None
+    """The in-context classifier (a transformer over item/label sequences); trains on `data:`."""
+    lm: Optional[LMConfig] = None
+    """A causal language model; pretrains on `pretrain:` (or starts from lm.name_or_path)."""
+    tasks: Optional[TasksConfig] = None
+    """Language model: the meta-training and target tasks (a collection on disk, or synthetic families)."""
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    """Language model: how demonstrations and the query are laid out (separators, length limits, truncation).
+    `episodes.method` is set by each method (direct or channel), not here."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Training of the classifier, or pretraining of the language model (language modelling on the mixture)."""
+    metatrain: MetaTrainConfig = field(default_factory=MetaTrainConfig)
+    """Language model: MetaICL meta-training of each variant the evaluated methods need."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """Language model: the Fine-tune baselines."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     sweep: Optional[SweepConfig] = None
@@ -108,11 +184,63 @@ class ExperimentConfig:
     def validate(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError("name", f"must be letters, digits, '_', '-' or '.', got {self.name!r}")
-        for group in ("data", "pretrain", "model", "train", "eval", "cluster", "sweep"):
+        for group in GROUPS:
             if getattr(self, group) is not None:
                 getattr(self, group).validate(group)
+        if self.lm is not None and self.model is not None:
+            raise ConfigError("model", "a config trains the in-context classifier (`model:`) or a language model "
+                                       "(`lm:`), not both")
+        if self.lm is not None:
+            self._validate_lm()
+        elif self.tasks is not None:
+            raise ConfigError("tasks", "tasks are meta-trained on and evaluated by a language model: add an `lm:` group")
         for arm in self.arms:
             self.arm(arm)
+
+    def _validate_lm(self) -> None:
+        if self.arms:
+            raise ConfigError("arms", "a language-model experiment has one arm: sweep over its keys instead "
+                                      "(`sweep.grid`, e.g. pretrain.sources.<s>.weight)")
+        if self.pretrain is None and self.lm.name_or_path is None:
+            raise ConfigError("lm.name_or_path", "without `pretrain:` data the model must come from lm.name_or_path")
+        if self.tasks is None:
+            raise ConfigError("tasks", "a language model is evaluated on tasks: add tasks.path (a collection) or "
+                                       "tasks.synthetic")
+        if self.tasks.synthetic is not None and self.pretrain is None:
+            raise ConfigError("tasks.synthetic", "synthetic tasks are written in a mixture's language: add `pretrain:`")
+        if self.tasks.synthetic is not None and self.tasks.source not in self.pretrain.sources:
+            raise ConfigError("tasks.source", f"no source {self.tasks.source!r} in pretrain.sources "
+                                              f"(known: {', '.join(self.pretrain.sources)})")
+        if self.pretrain is not None and self.pretrain.context_length > self.lm.context_length:
+            raise ConfigError("lm.context_length", f"{self.lm.context_length} positions < pretrain.context_length="
+                                                   f"{self.pretrain.context_length}")
+        if self.episodes.max_length > self.lm.context_length:
+            raise ConfigError("episodes.max_length", f"{self.episodes.max_length} > lm.context_length="
+                                                     f"{self.lm.context_length}")
+
+    @property
+    def kind(self) -> str:
+        """`lm` (a language model), `classifier` (the spine) or `data` (nothing to train)."""
+        return "lm" if self.lm is not None else "classifier" if self.model is not None else "data"
+
+    def seed_keys(self) -> tuple[str, ...]:
+        """Every seed the experiment has (a sweep's `seeds` set them all)."""
+        if self.kind == "lm":
+            return (*(("pretrain.seed",) if self.pretrain is not None else ()), "train.seed", "metatrain.seed")
+        return ("data.seed", "train.seed")
+
+    def check_trainable(self) -> None:
+        """What `metaicl run` and `metaicl sweep` need beyond a valid config: something to train, on its data."""
+        if self.kind == "lm":
+            return
+        if any(self.arm(name).pretrain is not None for name in self.arm_names()):
+            raise ConfigError("pretrain", "a `pretrain:` mixture trains a language model: add an `lm:` group (see "
+                                          "configs/metaicl_synthetic.yaml), or build the data with `metaicl data build`")
+        if self.kind == "data":
+            raise ConfigError("model", "nothing to train: add `model:` (the in-context classifier, with `data:`) or "
+                                       "`lm:` (a language model)")
+        if any(self.arm(name).data is None for name in self.arm_names()):
+            raise ConfigError("data", "the in-context classifier trains on few-shot sequences: add a `data:` group")
 
     def arm_names(self) -> list[str]:
         return list(self.arms) or ["main"]
@@ -146,11 +274,16 @@ class ExperimentConfig:
 
 
 def run_hash(cfg: ExperimentConfig) -> str:
-    tree = to_dict(cfg)
-    if tree["pretrain"] is None:  # runs made before the group existed keep their directory
-        del tree["pretrain"]
-    tree.pop("sweep")
-    return config_hash(tree, exclude=NON_SEMANTIC)
+    """Hash of what the run computes: every key but NON_SEMANTIC; absent groups and the groups of the other kind
+    of experiment (e.g. `metatrain` in a classifier run) do not count."""
+    tree = {k: v for k, v in to_dict(cfg).items() if v is not None}
+    return config_hash(tree, exclude=NON_SEMANTIC + OTHER_KIND[cfg.kind])
+
+
+_LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
+            "eval.max_test_examples")
+OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
+"""Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:

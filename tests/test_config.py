@@ -97,8 +97,6 @@ def test_arms_share_everything_but_their_overrides():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    from metaicl.lm_experiment import load_experiment
-
-    cfg, _ = load_experiment(path)
+    cfg, _ = load_config(ExperimentConfig, path)
     for arm in cfg.arm_names():
         cfg.arm(arm).validate()

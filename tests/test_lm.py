@@ -52,7 +52,7 @@ def test_the_lm_loss_counts_only_masked_targets():
 
 
 @pytest.fixture(scope="module")
-def mixture(tmp_path_factory):
+def mixture(ray_session, tmp_path_factory):
     from pretrain_data.build import build
 
     cfg = MixtureConfig(name="lm-test", token_budget=64 * 32, context_length=32, windows_per_shard=32,

@@ -5,7 +5,7 @@ import pytest
 
 from metaicl.core.config import load_config
 from metaicl.core.errors import ConfigError
-from metaicl.lm_experiment import LMExperimentConfig, load_experiment, run_hash
+from metaicl.experiment import ExperimentConfig, run_hash
 from tests.conftest import ROOT
 
 SYNTHETIC = ROOT / "configs" / "metaicl_synthetic.yaml"
@@ -29,29 +29,37 @@ REAL = ROOT / "configs" / "metaicl_real_tasks.yaml"
 ])
 def test_a_bad_value_is_one_error_naming_its_key(config, override, key):
     with pytest.raises(ConfigError) as err:
-        load_experiment(config, [override])[0].validate()
+        load_config(ExperimentConfig, config, [override])[0].validate()
     assert err.value.key == key
 
 
-def test_the_lm_group_or_an_lm_override_makes_an_lm_experiment():
-    assert isinstance(load_experiment(SYNTHETIC)[0], LMExperimentConfig)
-    assert not isinstance(load_experiment(ROOT / "configs" / "tiny.yaml")[0], LMExperimentConfig)
+def test_the_groups_a_config_has_say_what_kind_of_experiment_it_is():
+    assert load_config(ExperimentConfig, SYNTHETIC)[0].kind == "lm"
+    assert load_config(ExperimentConfig, ROOT / "configs" / "tiny.yaml")[0].kind == "classifier"
+    assert load_config(ExperimentConfig, ROOT / "configs" / "data" / "ginc.yaml")[0].kind == "data"
+    with pytest.raises(ConfigError, match="model: a config trains the in-context classifier"):
+        load_config(ExperimentConfig, SYNTHETIC, ["model.d_model=32"])
+    with pytest.raises(ConfigError, match="tasks: a language model is evaluated on tasks"):
+        load_config(ExperimentConfig, SYNTHETIC, ["tasks=null"])
+    with pytest.raises(ConfigError, match="nothing to train"):
+        load_config(ExperimentConfig, None, ["data.burstiness=2"])[0].check_trainable()
 
 
 def test_resources_and_paths_leave_the_run_hash_but_the_starting_model_does_not():
-    base, _ = load_config(LMExperimentConfig, REAL)
+    base, _ = load_config(ExperimentConfig, REAL)
     same = ["metatrain.num_workers=2", "metatrain.grad_accum=4", "train.use_gpu=false", "eval.batch_size=4",
             "runs_root=elsewhere", "eval.fast=false"]
-    assert run_hash(load_config(LMExperimentConfig, REAL, same)[0]) == run_hash(base)
+    assert run_hash(load_config(ExperimentConfig, REAL, same)[0]) == run_hash(base)
     for other in ("lm.name_or_path=gpt2-xl", "eval.k=[4]", "metatrain.k=4", "episodes.example_sep=x"):
-        assert run_hash(load_config(LMExperimentConfig, REAL, [other])[0]) != run_hash(base)
+        assert run_hash(load_config(ExperimentConfig, REAL, [other])[0]) != run_hash(base)
 
 
 def test_eval_fast_false_scores_with_full_sequences_and_gives_the_same_rows(tmp_path, monkeypatch):
     import metaicl.eval.scoring as scoring
     from metaicl.data.episodes import EpisodeConfig
     from metaicl.eval.evaluate import evaluate_variant
-    from metaicl.lm_experiment import FinetuneConfig, ICLEvalConfig
+    from metaicl.eval.config import EvalConfig
+    from metaicl.experiment import FinetuneConfig
     from metaicl.models.lm import LMConfig, build_lm, save_lm
     from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
 
@@ -70,7 +78,7 @@ def test_eval_fast_false_scores_with_full_sequences_and_gives_the_same_rows(tmp_
     def rows(fast: bool) -> list[dict]:
         return evaluate_variant("pretrained", str(tmp_path / "model"), ["in_context", "pmi_in_context"],
                                 str(tmp_path / "tasks"), info["splits"]["eval"],
-                                ICLEvalConfig(k=[2], seeds=[100], fast=fast),
+                                EvalConfig(k=[2], seeds=[100], fast=fast),
                                 EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64), FinetuneConfig(),
                                 "ids:40")
 
@@ -79,3 +87,17 @@ def test_eval_fast_false_scores_with_full_sequences_and_gives_the_same_rows(tmp_
     used = calls["fast"]
     assert rows(False) == with_cache
     assert calls["slow"] > 0 and calls["fast"] == used
+
+
+def test_pretraining_is_one_step_shared_by_configs_that_differ_only_after_it():
+    """The pretraining step's directory is named by what it reads (mixture, model, training knobs): a sweep over
+    meta-training or evaluation keys pretrains once; resources do not count; another mixture or lr does."""
+    from cluster.lm_pipeline import pretrain_dir
+
+    base = pretrain_dir(load_config(ExperimentConfig, SYNTHETIC)[0])
+    assert base.parent.name == "steps" and base.name.startswith("pretrain-")
+    for same in ("metatrain.lr=0.01", "eval.k=[2]", "tasks.synthetic.num_classes=4", "train.num_workers=2",
+                 "train.log_every=7", "name=other"):
+        assert pretrain_dir(load_config(ExperimentConfig, SYNTHETIC, [same])[0]) == base, same
+    for other in ("train.lr=0.01", "lm.preset=small", "pretrain.token_budget=655360", "train.seed=1"):
+        assert pretrain_dir(load_config(ExperimentConfig, SYNTHETIC, [other])[0]) != base, other

@@ -75,11 +75,11 @@ def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_4cpu, tmp_path, t
 
 def test_metatraining_on_the_real_tasks_text_episodes_runs_and_saves_the_model(tmp_path, tiny_hf_model):
     from metaicl.core.config import load_config
-    from metaicl.lm_experiment import LMExperimentConfig
+    from metaicl.experiment import ExperimentConfig
     from metaicl.train.config import TrainConfig
     from metaicl.train.lm import EpisodeData, LMStage
 
-    cfg, _ = load_config(LMExperimentConfig, REAL, [f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
+    cfg, _ = load_config(ExperimentConfig, REAL, [f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
                                                     "episodes.max_length=512", "episodes.max_length_per_example=64"])
     data = EpisodeData(str(ROOT / "data" / "icl"), ["sst2", "mr"], cfg.episodes, k=2, tokenizer=str(tiny_hf_model))
     stage = LMStage("metaicl", str(tmp_path / "meta"), cfg.lm, TrainConfig(steps=2, batch_size=2, eval_every=2,
@@ -102,7 +102,8 @@ def test_every_method_of_the_table_gives_rows(tmp_path):
     from metaicl.data.episodes import EpisodeConfig
     from metaicl.eval.evaluate import evaluate_variant
     from metaicl.eval.methods import variants_needed
-    from metaicl.lm_experiment import FinetuneConfig, ICLEvalConfig
+    from metaicl.eval.config import EvalConfig
+    from metaicl.experiment import FinetuneConfig
     from metaicl.models.lm import LMConfig, build_lm, save_lm
     from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
 
@@ -110,7 +111,7 @@ def test_every_method_of_the_table_gives_rows(tmp_path):
                                                   eval_tasks_per_family=2, train_examples=6, test_examples=6,
                                                   input_length=2), (1, 40), tmp_path / "tasks")
     save_lm(build_lm(LMConfig(context_length=64), vocab_size=40), tmp_path / "model")
-    cfg = ICLEvalConfig(k=[2, 4], seeds=[100, 13])
+    cfg = EvalConfig(k=[2, 4], seeds=[100, 13])
     episodes = EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64)
     rows = []
     for variant in variants_needed(list(METHODS)):

@@ -11,7 +11,8 @@ from cluster.sweep import plan
 from metaicl.core.config import load_config
 from metaicl.core.errors import ConfigError
 from metaicl.experiment import ExperimentConfig, run_hash
-from metaicl.lm_experiment import load_experiment
+from metaicl.core.config import load_config
+from metaicl.experiment import ExperimentConfig
 from tests.conftest import ROOT, TINY
 
 REAL = ROOT / "configs" / "metaicl_real_tasks.yaml"
@@ -28,14 +29,14 @@ def test_output_roots_become_absolute_against_the_base_and_keep_the_run_hash(tmp
 
 
 def test_absolute_paths_and_hub_names_stay_as_given(tmp_path):
-    cfg, _ = load_experiment(REAL, [f"data_root={tmp_path}/d", "lm.name_or_path=openai-community/gpt2"],
-                             base=tmp_path)
+    cfg, _ = load_config(ExperimentConfig, REAL, [f"data_root={tmp_path}/d", "lm.name_or_path=openai-community/gpt2"],
+                         base=tmp_path)
     assert cfg.data_root == f"{tmp_path}/d" and cfg.lm.name_or_path == "openai-community/gpt2"
 
 
 def test_inputs_resolve_only_where_they_exist_and_in_every_arm(tmp_path):
     (tmp_path / "model").mkdir()
-    cfg, _ = load_experiment(REAL, ["lm.name_or_path=model", "tasks.path=data/icl"], base=tmp_path)
+    cfg, _ = load_config(ExperimentConfig, REAL, ["lm.name_or_path=model", "tasks.path=data/icl"], base=tmp_path)
     assert cfg.lm.name_or_path == str(tmp_path / "model") and cfg.tasks.path == str(tmp_path / "data" / "icl")
     cfg, _ = load_config(ExperimentConfig, ORDERING, base=ROOT)
     for arm in cfg.arm_names():

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cluster.results import RESULT_COLUMNS
 from tests.conftest import ROOT
 
 EXE = str(Path(sys.executable).with_name("metaicl"))
@@ -87,9 +88,14 @@ def metaicl(command: str, repo: Path, ok: bool = True, toy: bool = True) -> subp
     return proc
 
 
+def matches(command: str, prefix: str) -> bool:
+    """`prefix` starts the command (a trailing space: the command is exactly the prefix, or goes on after it)."""
+    return command.startswith(prefix) or command == prefix.rstrip()
+
+
 def line(prefix: str) -> str:
     """The one README command that starts with `prefix`."""
-    found = [c for c, shown in readme_commands() if c.startswith(prefix) and shown is None]
+    found = [c for c, shown in readme_commands() if matches(c, prefix) and shown is None]
     assert len(found) == 1, f"README should show exactly one command starting {prefix!r}, found {found}"
     return found[0]
 
@@ -100,7 +106,9 @@ RUN = ("metaicl --help", "metaicl run configs/tiny.yaml", "metaicl run configs/q
        "metaicl data stats runs/ord/", "metaicl data show runs/ord/", "metaicl run configs/metaicl_synthetic.yaml",
        "metaicl train configs/metaicl_synthetic.yaml", "metaicl metatrain configs/metaicl_synthetic.yaml",
        "metaicl eval configs/metaicl_synthetic.yaml", "metaicl sweep configs/sweeps/burstiness_zipf.yaml",
-       "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep")
+       "metaicl sweep configs/sweeps/metaicl_tiny.yaml",
+       "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep",
+       "metaicl aggregate runs ", "metaicl report runs ")
 """README lines (by prefix) the tests below run; `$ ` lines (bad input and what it prints) run in
 test_bad_input_prints_what_readme_shows."""
 
@@ -117,7 +125,7 @@ def repo(tmp_path_factory) -> Path:
 def test_every_readme_command_is_run_or_excused():
     for command, _ in readme_commands():
         subcommand = command.split()[1]
-        assert subcommand in NOT_RUN or any(command.startswith(p) for p in RUN), command
+        assert subcommand in NOT_RUN or any(matches(command, p) for p in RUN), command
         for config in re.findall(r"\S+\.yaml", command):
             assert (ROOT / config).is_file() or config.startswith("/"), f"README names a missing file: {config}"
 
@@ -142,9 +150,10 @@ def test_tiny_run_writes_the_tidy_results_and_a_rerun_skips_every_stage(repo):
     first = metaicl(line("metaicl run configs/tiny.yaml"), repo)
     [out] = (repo / "runs").glob("tiny-" + "[0-9a-f]" * 8)
     results = pd.read_parquet(out / "results.parquet")
-    assert list(results.columns) == ["arm", "step", "eval", "metric", "value", "seed"]
-    assert set(results.arm) == {"bursty", "non_bursty"} and set(results["eval"]) == {"icl_novel", "icl_swap", "iwl",
-                                                                                       "train"}
+    assert list(results.columns) == RESULT_COLUMNS and set(results.run) == {out.name}
+    assert set(results.arm) == {"bursty", "non_bursty"} and set(results.task) == {"icl_novel", "icl_swap", "iwl",
+                                                                                    "train"}
+    assert set(results.suite) == {"icl_sets", "train"} and set(results.stage) == {"train"}
     assert sorted(results.step.unique()) == [0, 6, 12] and results.value.notna().all()
     for arm in ("bursty", "non_bursty"):
         assert (out / "arms" / arm / "data_manifest.json").exists()
@@ -207,6 +216,9 @@ def test_language_model_stages(repo):
     run = metaicl(line("metaicl run configs/metaicl_synthetic.yaml"), repo)
     [out] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if (p / "results.parquet").exists()]
     results = pd.read_parquet(out / "results.parquet")
+    assert list(results.columns) == RESULT_COLUMNS
+    assert set(results.stage) == {"pretrain", "metatrain/metaicl", "eval"}  # training curves and the table
+    results = results[results.suite == "metaicl"]
     assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
     assert set(results.task) == {"last_token_000", "last_token_001"}  # the held-out family only
     assert set(results.seed) == {100, 13} and set(results.metric) == {"macro_f1", "accuracy"}
@@ -223,13 +235,13 @@ def test_language_model_stages(repo):
 
     metaicl(line("metaicl eval configs/metaicl_synthetic.yaml"), repo)  # the meta-trained model as the base model
     [solo] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if p != out]
-    assert set(pd.read_parquet(solo / "results.parquet").method) == {"zero_shot", "in_context"}
+    assert set(pd.read_parquet(solo / "results.parquet").method.dropna()) == {"zero_shot", "in_context"}
     assert not (solo / "pretrained").exists()
     assert f"name_or_path: {out}/metatrained/metaicl/model" in (solo / "config.yaml").read_text()  # resolved once
 
 
 def test_sweep_then_again_then_aggregate_and_report(repo):
-    sweeps = [c for c, _ in readme_commands() if c.startswith("metaicl sweep ")]
+    sweeps = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/burstiness_zipf.yaml")]
     assert len(sweeps) == 2
     first = metaicl(sweeps[0], repo)
     assert "2 trials, 0 done already, 2 to run" in first.stdout
@@ -244,3 +256,32 @@ def test_sweep_then_again_then_aggregate_and_report(repo):
     (root / "report.html").unlink()
     metaicl(line("metaicl report runs/burstiness_zipf-sweep"), repo)
     assert "data:image/png;base64," in (root / "report.html").read_text()
+
+
+def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
+    sweep = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/metaicl_tiny.yaml")]
+    assert len(sweep) == 1
+    first = metaicl(sweep[0], repo)
+    assert "2 trials, 0 done already, 2 to run" in first.stdout
+    root = repo / "runs" / "metaicl_tiny-sweep"
+    assert len(list((root / "steps").glob("pretrain-*"))) == 1  # trials differ only in metatrain.lr
+    assert "1 distinct pretrained models" in first.stdout
+    runs = sorted(root.glob("metaicl_tiny-*/results.parquet"))
+    assert len(runs) == 2 and not any((r.parent / "pretrained").exists() for r in runs)
+    report = (root / "report.md").read_text()
+    assert "## MetaICL methods" in report and "cfg.metatrain.lr" in report
+    assert "2 trials, 2 done already, 0 to run" in metaicl(sweep[0], repo).stdout
+
+
+def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
+    """runs/ now holds single runs and sweeps of the classifier and of language models: one table, one report."""
+    metaicl(line("metaicl aggregate runs "), repo)
+    table = pd.read_parquet(repo / "runs" / "aggregate.parquet")
+    assert {"icl_sets", "metaicl", "heldout", "train"} <= set(table.suite)
+    names = set(table.run)
+    assert any(n.startswith("tiny-") for n in names) and any(n.startswith("burstiness_zipf-") for n in names)
+    assert any(n.startswith("metaicl_synthetic-") for n in names) and any(n.startswith("metaicl_tiny-") for n in names)
+    assert table["card.sources.zipf.zipf_alpha_mle"].notna().any() and table["card.burstiness_ratio"].notna().any()
+    metaicl(line("metaicl report runs "), repo)
+    report = (repo / "runs" / "report.md").read_text()
+    assert "## Final accuracy" in report and "## MetaICL methods" in report

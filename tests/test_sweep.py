@@ -51,7 +51,7 @@ def synthetic_final(n: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     driver, noise = rng.normal(size=n), rng.normal(size=n)
     acc = 0.5 + 0.1 * (driver - driver.mean()) / driver.std() + rng.normal(scale=0.02, size=n)
-    return pd.DataFrame({"run": [f"r{i}" for i in range(n)], "arm": "main", "step": 10, "eval": "icl_novel",
+    return pd.DataFrame({"run": [f"r{i}" for i in range(n)], "arm": "main", "step": 10, "suite": "icl_sets", "task": "icl_novel",
                          "metric": "accuracy", "value": acc, "card.driver": driver, "card.noise": noise})
 
 

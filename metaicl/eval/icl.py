@@ -8,30 +8,12 @@ knows the answer is one of the two labels in its context but not which scores 1/
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
-from metaicl.core.errors import ConfigError
+from metaicl.eval.config import EvalConfig
 from pretrain_data.bursty import EVAL_SETS
 from pretrain_data.reader import FewShotReader
-
-
-@dataclass
-class EvalConfig:
-    sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
-    """Which eval sets to measure: icl_novel (novel classes, random labels), icl_swap (training classes, labels
-    swapped), iwl (training class absent from the context)."""
-    batch_size: int = 1024
-    """Sequences per forward pass during evaluation."""
-
-    def validate(self, prefix: str = "eval") -> None:
-        unknown = [s for s in self.sets if s not in EVAL_SETS]
-        if unknown or not self.sets:
-            raise ConfigError(f"{prefix}.sets", f"must be a non-empty subset of {list(EVAL_SETS)}, got {self.sets}")
-        if self.batch_size < 1:
-            raise ConfigError(f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 def chance_level(eval_set: str, num_labels: int) -> float:
@@ -41,7 +23,7 @@ def chance_level(eval_set: str, num_labels: int) -> float:
 
 class ICLEvaluator:
     def __init__(self, reader: FewShotReader, cfg: EvalConfig, device: torch.device | str = "cpu"):
-        self.cfg, self.device = cfg, torch.device(device)
+        self.cfg, self.device, self.batch = cfg, torch.device(device), cfg.sequences_per_pass()
         self.data = {}
         for name in cfg.sets:
             items, labels = reader.split(name)
@@ -54,9 +36,9 @@ class ICLEvaluator:
         out = {}
         for name, (items, labels) in self.data.items():
             correct, loss = 0, 0.0
-            for start in range(0, len(items), self.cfg.batch_size):
-                x = items[start : start + self.cfg.batch_size].to(self.device)
-                y = labels[start : start + self.cfg.batch_size].to(self.device)
+            for start in range(0, len(items), self.batch):
+                x = items[start : start + self.batch].to(self.device)
+                y = labels[start : start + self.batch].to(self.device)
                 logits = model(x, y).float()
                 loss += F.cross_entropy(logits, y[:, -1], reduction="sum").item()
                 correct += (logits.argmax(-1) == y[:, -1]).sum().item()

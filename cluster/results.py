@@ -1,0 +1,56 @@
+"""The one tidy results schema of every run, whatever its kind: a row per measured number.
+
+    tidy(frame, run="tiny-1c090ed7", arm="bursty", stage="train")     # fills the other columns with nulls
+
+| column | meaning |
+|---|---|
+| run | the run directory's name |
+| arm | the arm (`main` when the config has none) |
+| stage | what produced the row: `train` (the classifier), `pretrain`, `metatrain/<variant>`, `eval` |
+| step | training step of the measurement (null for evaluation after training) |
+| suite | `icl_sets` (Chan et al.'s eval sets), `train` (training loss), `heldout` (a language model's held-out loss), `metaicl` (MetaICL's table) |
+| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, or the target task |
+| method | MetaICL's row (metaicl, in_context, ...); null elsewhere |
+| k | demonstrations (0 for 0-shot rows); null where the context size is not a knob of the row |
+| seed | the demonstration seed (MetaICL), else the training seed |
+| scoring | `sum` or `mean` of the option's log-probs (MetaICL); null elsewhere |
+| metric | accuracy, loss, macro_f1 |
+| value | the number |
+
+A later suite adds its rows (and, if it must, columns) here: there is never a second schema.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+RESULT_COLUMNS = ["run", "arm", "stage", "step", "suite", "task", "method", "k", "seed", "scoring", "metric", "value"]
+INTS = ("step", "k", "seed")
+TEXT = ("run", "arm", "stage", "suite", "task", "method", "scoring", "metric")
+ICL_SETS = "icl_sets"
+METAICL = "metaicl"
+
+
+def tidy(frame: pd.DataFrame, **constants) -> pd.DataFrame:
+    """`frame` in the schema: `constants` fill whole columns, missing columns are null, columns in order and
+    with one dtype each (nullable integers, strings, float values), so runs concatenate."""
+    out = frame.copy()
+    for key, value in constants.items():
+        out[key] = value
+    for column in RESULT_COLUMNS:
+        if column not in out.columns:
+            out[column] = None
+    out = out[RESULT_COLUMNS]
+    for column in INTS:
+        out[column] = pd.array(out[column], dtype="Int64")
+    for column in TEXT:  # plain str / None: a filter such as `results.scoring == "sum"` is simply False on nulls
+        out[column] = out[column].astype(object).where(out[column].notna(), None)
+    out["value"] = out["value"].astype(float)
+    return out.reset_index(drop=True)
+
+
+def training_rows(metrics: pd.DataFrame, run: str, arm: str, stage: str, seed: int) -> pd.DataFrame:
+    """A training stage's metrics.parquet (step, eval, metric, value) as result rows: the training loss is suite
+    `train`, the classifier's eval sets `icl_sets`, a language model's held-out loss `heldout`."""
+    suites = metrics["eval"].map(lambda e: "train" if e == "train" else "heldout" if e == "heldout" else ICL_SETS)
+    frame = metrics.rename(columns={"eval": "task"}).assign(suite=suites)
+    return tidy(frame, run=run, arm=arm, stage=stage, seed=seed)

@@ -1,0 +1,63 @@
+"""EvalConfig: what every evaluation suite of an experiment measures, in one group (`eval:`).
+
+    EvalConfig(sets=["icl_novel", "iwl"])              # the in-context classifier's fixed eval sets (Chan et al.)
+    EvalConfig(methods=["metaicl", "in_context"], k=[4, 8])   # rows of MetaICL's table for a language model
+
+The classifier (`model:`) is measured on the few-shot data's eval sets during training; a language model (`lm:`) by
+the methods of MetaICL's table after training. Each suite reads its own keys; `batch_size` is shared (its default
+depends on the suite).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from metaicl.core.errors import ConfigError, check_at_least
+from metaicl.data.tasks import SEEDS
+from metaicl.eval.methods import METHODS
+from pretrain_data.bursty import EVAL_SETS
+
+SEQUENCES_PER_PASS = 1024
+"""Default batch of the few-shot eval sets (sequences per forward pass)."""
+
+
+@dataclass
+class EvalConfig:
+    sets: List[str] = field(default_factory=lambda: list(EVAL_SETS))
+    """Classifier: which eval sets to measure (Chan et al. 2022 Sec. 3.3): icl_novel (novel classes, random labels),
+    icl_swap (training classes, labels swapped), iwl (training class absent from the context)."""
+    methods: List[str] = field(default_factory=lambda: list(METHODS))
+    """Language model: rows of the table (Min et al. 2022, Table 3): zero_shot, pmi_zero_shot, channel_zero_shot,
+    in_context, pmi_in_context, channel_in_context, multitask_zero_shot, metaicl, channel_metaicl, finetune,
+    finetune_metatrain."""
+    k: List[int] = field(default_factory=lambda: [16])
+    """Language model: demonstrations (k-shot sweep); fine-tuning uses the same k examples. 0-shot rows have k = 0."""
+    seeds: List[int] = field(default_factory=lambda: list(SEEDS))
+    """Language model: demonstration seeds (MetaICL: 100, 13, 21, 42, 87), reported as mean and worst."""
+    null_input: str = ""
+    """Language model: the content-free input of PMI calibration (Zhao et al. 2021 use "N/A")."""
+    max_test_examples: int = 0
+    """Language model: test examples per task (0 = all)."""
+    fast: bool = True
+    """Language model: score with the shared demonstrations' KV cache (same scores as full sequences, faster)."""
+    batch_size: Optional[int] = None
+    """Sequences (classifier; default 1024) or option rows (language model; default 64 with `fast`, 16 without:
+    metaicl.eval.scoring) per forward pass."""
+
+    def validate(self, prefix: str = "eval") -> None:
+        unknown = [s for s in self.sets if s not in EVAL_SETS]
+        if unknown or not self.sets:
+            raise ConfigError(f"{prefix}.sets", f"must be a non-empty subset of {list(EVAL_SETS)}, got {self.sets}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(f"{prefix}.methods", f"unknown {unknown} (known: {', '.join(METHODS)})")
+        if not self.k or any(k < 1 for k in self.k):
+            raise ConfigError(f"{prefix}.k", f"must be a non-empty list of k >= 1, got {self.k}")
+        if not self.seeds:
+            raise ConfigError(f"{prefix}.seeds", "give at least one seed")
+        check_at_least(self, prefix, ("max_test_examples",), 0)
+        if self.batch_size is not None:
+            check_at_least(self, prefix, ("batch_size",), 1)
+
+    def sequences_per_pass(self) -> int:
+        return self.batch_size or SEQUENCES_PER_PASS
