@@ -43,15 +43,15 @@ SLOW_MODULES = {"test_cluster_address.py", "test_ray_local.py", "test_sweep.py",
 """Whole modules whose tests start Ray through the command line."""
 
 
-FIRST = "test_readme_commands.py"
-"""The longest module (README's commands, one after another in one repository copy) starts first, so that with two
+FIRST = ("test_readme_sweeps.py", "test_readme_commands.py")
+"""The longest modules (README's commands, one after another in a repository copy each) start first, so that with two
 test processes (`make test`: pytest -n 2 --dist loadfile) the rest of the suite runs beside it."""
 
 
 def pytest_collection_modifyitems(config, items):
     """Mark the tests that go through Ray `slow`: `pytest -m "not slow"` is the inner loop (README: Contributing).
     README's commands go first."""
-    items.sort(key=lambda item: item.path.name != FIRST)  # stable: every other test keeps its order
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: every other test keeps its order
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)

@@ -11,8 +11,6 @@ from cluster.sweep import plan
 from metaicl.core.config import load_config
 from metaicl.core.errors import ConfigError
 from metaicl.experiment import ExperimentConfig, run_hash
-from metaicl.core.config import load_config
-from metaicl.experiment import ExperimentConfig
 from tests.conftest import ROOT, TINY
 
 REAL = ROOT / "configs" / "metaicl_real_tasks.yaml"

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from metaicl.eval.config import EvalConfig
-from pretrain_data.bursty import EVAL_SETS
 from pretrain_data.reader import FewShotReader
 
 

@@ -3,8 +3,7 @@ workers.
 
     fit_arms([spec_a, spec_b], storage_root)     # arms train concurrently; Ray queues what does not fit
 
-A spec has `arm` (its name), `train` (TrainConfig: workers, resources, failures) and
-`run(rank=, world=, device=, wrap=, report=)`: `metaicl.train.arm.ArmSpec`, `metaicl.train.lm.LMStage`.
+Every spec is a `TrainingUnit` (below): `metaicl.train.arm.ArmSpec`, `metaicl.train.lm.LMStage`.
 
 Each worker learns its rank from the Ray Train context, wraps the model with `prepare_model` (DDP when
 num_workers > 1, gloo on CPU, NCCL on GPU) and reports metrics at every evaluation. Fault tolerance: Ray Train
@@ -15,8 +14,26 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Protocol
 
 from metaicl.core.errors import ConfigError
+from metaicl.train.config import TrainConfig
+
+
+class TrainingUnit(Protocol):
+    """What Ray Train fits: the classifier's arms (metaicl.train.arm.ArmSpec) and a language model's stages
+    (metaicl.train.lm.LMStage). Its output directory is complete when `done` (its metrics.parquet exists)."""
+    arm: str
+    """Name of the Ray Train run (an arm, or a stage such as `pretrain`, `metaicl`)."""
+    out_dir: str
+    train: TrainConfig
+    """Steps, batch, optimiser, and the resources of its workers."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def run(self, rank: int = 0, world: int = 1, device="cpu", wrap: Callable = ..., report: Callable = ...) -> list[dict]:
+        """Train on one rank (plain torch, no Ray), resuming from the latest checkpoint in out_dir."""
 
 
 def _worker(config: dict) -> None:
@@ -28,7 +45,7 @@ def _worker(config: dict) -> None:
                        wrap=ray.train.torch.prepare_model, report=ray.train.report)
 
 
-def fit_arm(spec, storage_root: str | Path) -> None:
+def fit_arm(spec: TrainingUnit, storage_root: str | Path) -> None:
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -46,7 +63,7 @@ def fit_arm(spec, storage_root: str | Path) -> None:
     trainer.fit()
 
 
-def check_resources(specs: list, available: dict) -> None:
+def check_resources(specs: list[TrainingUnit], available: dict) -> None:
     """A ConfigError, instead of a placement group that waits forever, when one arm's workers ask for more GPUs
     or CPUs than the whole cluster has. (An autoscaling cluster reports what it has now: start its GPU nodes, or
     set their min_workers, before submitting.)"""
@@ -61,7 +78,7 @@ def check_resources(specs: list, available: dict) -> None:
                                        f"Ray cluster has {available.get(kind, 0):g}")
 
 
-def fit_arms(specs: list, storage_root: str | Path) -> None:
+def fit_arms(specs: list[TrainingUnit], storage_root: str | Path) -> None:
     """Fit every arm, concurrently; re-raises the first failure."""
     if not specs:
         return

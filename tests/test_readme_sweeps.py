@@ -1,0 +1,93 @@
+"""README's sweeps and language-model commands, typed as a user types them (the rule and how: tests/readme.py); then
+`metaicl aggregate runs` and `metaicl report runs` over the directory that now holds a classifier sweep, single
+language-model runs and a language-model sweep."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cluster.results import RESULT_COLUMNS
+from tests.readme import fresh_copy, line, metaicl, readme_commands
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return fresh_copy(tmp_path_factory.mktemp("clone"))
+
+
+def test_language_model_stages(repo):
+    run = metaicl(line("metaicl run configs/metaicl_synthetic.yaml"), repo)
+    [out] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if (p / "results.parquet").exists()]
+    results = pd.read_parquet(out / "results.parquet")
+    assert list(results.columns) == RESULT_COLUMNS
+    assert set(results.stage) == {"pretrain", "metatrain/metaicl", "eval"}  # training curves and the table
+    results = results[results.suite == "metaicl"]
+    assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
+    assert set(results.task) == {"last_token_000", "last_token_001"}  # the held-out family only
+    assert set(results.seed) == {100, 13} and set(results.metric) == {"macro_f1", "accuracy"}
+    assert set(results[results.method == "metaicl"].k) == {2} and set(results[results.method == "zero_shot"].k) == {0}
+    assert results.value.between(0, 1).all()
+    report = (out / "report.md").read_text()
+    assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
+    assert "MetaICL" in run.stdout and (out / "metatrained" / "metaicl" / "model" / "model.safetensors").exists()
+    assert not (out / "metatrained" / "channel_metaicl").exists()  # only the variants the methods need
+    assert "every stage is done" in metaicl(line("metaicl run configs/metaicl_synthetic.yaml"), repo).stdout
+    for stage in ("train", "metatrain"):  # one stage each: done already, and Ray is not even started
+        proc = metaicl(line(f"metaicl {stage} configs/metaicl_synthetic.yaml"), repo)
+        assert "done already" in proc.stdout and "ray" not in proc.stdout.lower()
+
+    metaicl(line("metaicl eval configs/metaicl_synthetic.yaml"), repo)  # the meta-trained model as the base model
+    [solo] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if p != out]
+    assert set(pd.read_parquet(solo / "results.parquet").method.dropna()) == {"zero_shot", "in_context"}
+    assert not (solo / "pretrained").exists()
+    assert f"name_or_path: {out}/metatrained/metaicl/model" in (solo / "config.yaml").read_text()  # resolved once
+
+
+def test_sweep_then_again_then_aggregate_and_report(repo):
+    sweeps = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/burstiness_zipf.yaml")]
+    assert len(sweeps) == 2
+    first = metaicl(sweeps[0], repo)
+    assert "2 trials, 0 done already, 2 to run" in first.stdout
+    root = repo / "runs" / "burstiness_zipf-sweep"
+    assert len(list(root.glob("burstiness_zipf-*/results.parquet"))) == 2
+    assert "2 trials, 2 done already, 0 to run" in metaicl(sweeps[1], repo).stdout
+    (root / "aggregate.parquet").unlink()
+    metaicl(line("metaicl aggregate runs/burstiness_zipf-sweep"), repo)
+    table = pd.read_parquet(root / "aggregate.parquet")
+    assert sorted(table["cfg.data.burstiness"].unique()) == [0, 2]
+    assert table.run.nunique() == 2
+    (root / "report.html").unlink()
+    metaicl(line("metaicl report runs/burstiness_zipf-sweep"), repo)
+    assert "data:image/png;base64," in (root / "report.html").read_text()
+
+
+def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
+    sweep = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/metaicl_tiny.yaml")]
+    assert len(sweep) == 1
+    first = metaicl(sweep[0], repo)
+    assert "2 trials, 0 done already, 2 to run" in first.stdout
+    root = repo / "runs" / "metaicl_tiny-sweep"
+    assert len(list((root / "steps").glob("pretrain-*"))) == 1  # trials differ only in metatrain.lr
+    assert "1 distinct pretrained models" in first.stdout
+    runs = sorted(root.glob("metaicl_tiny-*/results.parquet"))
+    assert len(runs) == 2 and not any((r.parent / "pretrained").exists() for r in runs)
+    report = (root / "report.md").read_text()
+    assert "## MetaICL methods" in report and "cfg.metatrain.lr" in report
+    assert "2 trials, 2 done already, 0 to run" in metaicl(sweep[0], repo).stdout
+
+
+def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
+    """runs/ now holds a sweep of the classifier, single language-model runs and a language-model sweep: one
+    table, one report with a section per suite."""
+    metaicl(line("metaicl aggregate runs "), repo)
+    table = pd.read_parquet(repo / "runs" / "aggregate.parquet")
+    assert {"icl_sets", "metaicl", "heldout", "train"} <= set(table.suite)
+    names = set(table.run)
+    assert any(n.startswith("burstiness_zipf-") for n in names)  # the classifier's runs (a sweep's trials)
+    assert any(n.startswith("metaicl_synthetic-") for n in names) and any(n.startswith("metaicl_tiny-") for n in names)
+    assert table["card.sources.zipf.zipf_alpha_mle"].notna().any() and table["card.burstiness_ratio"].notna().any()
+    metaicl(line("metaicl report runs "), repo)
+    report = (repo / "runs" / "report.md").read_text()
+    assert "## Final accuracy" in report and "## MetaICL methods" in report
