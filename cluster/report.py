@@ -144,7 +144,7 @@ def mixture_section(cards: dict[str, dict]) -> str:
 def _source_table(rows: list[tuple[str, str, dict]], columns: dict[str, str]) -> str:
     frame = pd.DataFrame([{"arm": arm, "source": name, **{label: s.get(key) for key, label in columns.items()}}
                           for arm, name, s in rows])
-    return markdown_table(frame.fillna(""))
+    return markdown_table(frame.astype(object).where(frame.notna(), ""))
 
 
 def plot_rank_frequency(cards: dict[str, dict], path: Path) -> None:
