@@ -45,12 +45,17 @@ def test_language_model_stages(repo):
     assert f"name_or_path: {out}/metatrained/metaicl/model" in (solo / "config.yaml").read_text()  # resolved once
 
 
-def test_sweep_then_again_then_aggregate_and_report(repo):
-    sweeps = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/burstiness_zipf.yaml")]
-    assert len(sweeps) == 2
+def first_sweep(config: str, times: int, repo: Path):
+    """README's `metaicl sweep configs/sweeps/<config>` lines (`times` of them), the first run: every trial runs."""
+    sweeps = [c for c, _ in readme_commands() if c.startswith(f"metaicl sweep configs/sweeps/{config}")]
+    assert len(sweeps) == times
     first = metaicl(sweeps[0], repo)
     assert "2 trials, 0 done already, 2 to run" in first.stdout
-    root = repo / "runs" / "burstiness_zipf-sweep"
+    return sweeps, first, repo / "runs" / f"{config.removesuffix('.yaml')}-sweep"
+
+
+def test_sweep_then_again_then_aggregate_and_report(repo):
+    sweeps, _, root = first_sweep("burstiness_zipf.yaml", 2, repo)
     assert len(list(root.glob("burstiness_zipf-*/results.parquet"))) == 2
     assert "2 trials, 2 done already, 0 to run" in metaicl(sweeps[1], repo).stdout
     (root / "aggregate.parquet").unlink()
@@ -64,11 +69,7 @@ def test_sweep_then_again_then_aggregate_and_report(repo):
 
 
 def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
-    sweep = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/metaicl_tiny.yaml")]
-    assert len(sweep) == 1
-    first = metaicl(sweep[0], repo)
-    assert "2 trials, 0 done already, 2 to run" in first.stdout
-    root = repo / "runs" / "metaicl_tiny-sweep"
+    sweep, first, root = first_sweep("metaicl_tiny.yaml", 1, repo)
     assert len(list((root / "steps").glob("pretrain-*"))) == 1  # trials differ only in metatrain.lr
     assert "1 distinct pretrained models" in first.stdout
     runs = sorted(root.glob("metaicl_tiny-*/results.parquet"))
