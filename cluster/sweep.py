@@ -2,12 +2,13 @@
 
     root = run_sweep("configs/sweeps/burstiness_zipf.yaml", ["sweep.max_concurrent_trials=2"])
 
-- Each trial is the base config plus its overrides, run by `cluster.pipeline.run` in its own content-hashed run
-  directory `<sweep root>/<name>-<hash8>` (sweep root: `out_dir`, else `<runs_root>/<name>-sweep`).
+- Each trial is the base config plus its overrides, run by `cluster.pipeline.run` (a classifier) or
+  `cluster.lm_pipeline.run_lm` (a language model) in its own content-hashed run directory `<sweep root>/<name>-<hash8>` (sweep root: `out_dir`, else `<runs_root>/<name>-sweep`).
 - Every trial config is loaded and validated before anything runs: a bad grid value is one error.
 - Finished trials (results.parquet + report.md present) are skipped, so resubmitting a sweep runs only what is
   missing and an interrupted sweep resumes (an interrupted arm resumes from its latest checkpoint).
-- Shared stages run once: the sweep builds every distinct data directory first (Ray tasks), then trials train.
+- Shared stages run once: the sweep builds every distinct data directory first (Ray tasks), writes language
+  models' task collections and trains each distinct pretraining step, then trials train.
 - Ray Tune runs the trials (`max_concurrent_trials`); a trial holds a sliver of a CPU, and its arms' Ray Train
   workers hold the real resources (Ray Train inside a Tune function trainable, as Ray recommends).
 - At the end the sweep is aggregated (aggregate.parquet) and reported (report.md, report.html).
@@ -103,12 +104,11 @@ def pretrain_shared(trials: list[dict], root: Path, echo: Callable[[str], None])
 
 
 def _trial(config: dict, trials: list[dict]) -> None:
-    """Ray Tune function trainable: one full pipeline run."""
+    """Ray Tune function trainable: one full pipeline run (the classifier's or a language model's)."""
     from ray import tune
 
-    from cluster.pipeline import run
-
     from cluster.lm_pipeline import run_lm
+    from cluster.pipeline import run
 
     trial = trials[config["trial"]]
     started = time.perf_counter()
