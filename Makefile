@@ -18,10 +18,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/metaicl run configs/quickstart.yaml
 
-# Two test processes: most of the suite waits on Ray processes starting, so two share 2 cores well (README:
-# Contributing). Modules stay whole on one process (--dist loadfile): their Ray sessions and fixtures are per module.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py

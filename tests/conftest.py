@@ -44,8 +44,8 @@ SLOW_MODULES = {"test_cluster_address.py", "test_ray_local.py", "test_sweep.py",
 
 
 FIRST = ("test_readme_sweeps.py", "test_readme_commands.py")
-"""The longest modules (README's commands, one after another in a repository copy each) start first, so that with two
-test processes (`make test`: pytest -n 2 --dist loadfile) the rest of the suite runs beside it."""
+"""The longest modules (README's commands, one after another in a repository copy each) start first: with two test
+processes (pytest-xdist `-n 2 --dist loadfile`) the rest of the suite runs beside them."""
 
 
 def pytest_collection_modifyitems(config, items):
