@@ -110,7 +110,8 @@ def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str,
         steps.append(("tasks", root or Path(cfg.data_root) / "tasks-<after data>",
                       bool(root and (root / "families.json").exists())))
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
-        steps.append(("pretrain", pretrain_dir(cfg), (pretrain_dir(cfg) / DONE_FILE).exists()))
+        where = pretrain_dir(cfg)
+        steps.append(("pretrain", where, (where / DONE_FILE).exists()))
     if "metatrain" in stages or "eval" in stages:
         for variant in [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]:
             where = out / "metatrained" / variant
@@ -188,7 +189,7 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo) 
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def stage_rows(cfg: ExperimentConfig, out: Path, pre: LMStage | None, metas: list[LMStage]) -> list[pd.DataFrame]:
+def stage_rows(out: Path, pre: LMStage | None, metas: list[LMStage]) -> list[pd.DataFrame]:
     """The training curves of this run's own models (loss on the training batches and on held-out data) as rows
     of the run's results, stage `pretrain` or `metatrain/<variant>`."""
     frames = []
@@ -234,7 +235,7 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
         ray_once()
         scored = tidy(evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo), run=out.name, arm="main",
                       stage="eval", suite=METAICL)
-        results = pd.concat([*stage_rows(cfg, out, pre, metas), scored], ignore_index=True)
+        results = pd.concat([*stage_rows(out, pre, metas), scored], ignore_index=True)
         write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
         echo(write_lm_report(out, cfg.name, results))
         echo(headline(results))
