@@ -33,12 +33,15 @@ def run_tasks(fn: Callable, items: Sequence[tuple], desc: str, max_in_flight: in
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
             bar.update(len(done))
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, ConfigError):
+    except Exception as err:
+        # The tasks still in flight finish (at most `limit` of them), their results unused. Cancelling them instead
+        # aborted the whole driver process when a cancel crossed a task that was just finishing (Ray 2.60:
+        # "Check failed: ... Tried to complete task that was not pending", seen once in this project's test suite).
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending))
+        if isinstance(err, ray.exceptions.RayTaskError) and isinstance(err.cause, ConfigError):
             raise err.cause from None
         raise
     finally:
         bar.close()
-        for ref in pending:
-            ray.cancel(ref)
     return results
