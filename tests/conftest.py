@@ -1,6 +1,7 @@
-"""Shared fixtures: one local Ray session per test module (ray.init costs seconds), tiny configs."""
+"""Shared fixtures: one local Ray for the whole session (ray.init costs seconds), tiny configs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -17,13 +18,32 @@ prepare_env()  # before any `import ray` in this process
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
+    """A local 2-CPU Ray, started once for every module that asks. A fixture that needs another Ray (more CPUs,
+    a multi-node cluster) takes its place with `other_ray` and starts it again when it is done."""
     from metaicl.core.ray_local import init_ray
 
     ray = init_ray(ClusterConfig(num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def other_ray():
+    """Shut the session's Ray down (if it runs) for the duration; restart it afterwards."""
+    import ray
+
+    running = ray.is_initialized()
+    ray.shutdown()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if running:
+            from metaicl.core.ray_local import init_ray
+
+            init_ray(ClusterConfig(num_cpus=2))
 
 
 TINY_DATA = dict(num_classes=64, num_labels=8, context_pairs=4, item_dim=8, num_novel_classes=16,
@@ -37,7 +57,7 @@ def tiny_data():
     return BurstyDataConfig(**TINY_DATA)
 
 
-SLOW_FIXTURES = {"ray_session", "ray_4cpu", "head", "cluster", "repo"}
+SLOW_FIXTURES = {"ray_session", "head", "cluster", "repo"}
 """Tests that start Ray (a local session, a loopback head, a multi-node cluster) or run README's commands."""
 SLOW_MODULES = {"test_cluster_address.py", "test_ray_local.py", "test_sweep.py", "test_data_cli.py"}
 """Whole modules whose tests start Ray through the command line."""

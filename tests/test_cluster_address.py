@@ -52,7 +52,7 @@ def test_run_joins_a_running_cluster_at_its_address(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # the head we started, never `ray stop`
         try:
-            head.wait(timeout=10)  # `ray start --block` takes ~45 s to tear down on SIGTERM
+            head.wait(timeout=3)  # `ray start --block` takes ~45 s to tear down on SIGTERM
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=20)

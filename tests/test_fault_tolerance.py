@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, TINY_DATA
+from tests.conftest import TINY, TINY_DATA, other_ray
 
 MARKS_ENV = "METAICL_TEST_FAULT_MARKS"
 """Directory of the marker and hold files shared by the test and the cluster's workers."""
@@ -162,9 +162,10 @@ class LoopbackCluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LoopbackCluster(tmp_path_factory.mktemp("marks"))
-    yield c
-    c.shutdown()
+    with other_ray():
+        c = LoopbackCluster(tmp_path_factory.mktemp("marks"))
+        yield c
+        c.shutdown()
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ def head(tmp_path_factory):
         tree = process_tree(proc.pid)
         os.killpg(proc.pid, signal.SIGTERM)  # the head we started, never `ray stop`
         try:
-            proc.wait(timeout=10)  # `ray start --block` takes ~45 s to tear down on SIGTERM; not worth waiting
+            proc.wait(timeout=3)  # `ray start --block` takes ~45 s to tear down on SIGTERM; not worth waiting
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)

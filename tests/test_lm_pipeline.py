@@ -23,18 +23,7 @@ TINY_SYNTHETIC = [  # the synthetic pipeline at toy size: it checks the plumbing
 scored in process by test_every_method_of_the_table_gives_rows."""
 
 
-@pytest.fixture(scope="module")
-def ray_4cpu():
-    """Four logical CPUs on the 2-core box: the three meta-trained variants' toy trainers (and the four evaluation
-    tasks) run at once instead of in two rounds, which is what the time goes on here (trainer start-up)."""
-    from metaicl.core.ray_local import ClusterConfig, init_ray
-
-    ray = init_ray(ClusterConfig(num_cpus=4))
-    yield ray
-    ray.shutdown()
-
-
-def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_4cpu, tmp_path, capsys):
+def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_session, tmp_path, capsys):
     args = [SYNTHETIC, f"out_dir={tmp_path / 'run'}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
     assert main(["eval", *args]) == 2
     assert "metaicl train" in capsys.readouterr().err
@@ -61,7 +50,7 @@ def tiny_hf_model(tmp_path_factory):
     return where
 
 
-def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_4cpu, tmp_path, tiny_hf_model):
+def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path, tiny_hf_model):
     """The pretrained-model rows through Ray (meta-training on text episodes: the next test, without Ray)."""
     out = tmp_path / "real"
     assert main(["run", REAL, f"out_dir={out}", f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
