@@ -10,8 +10,7 @@ import pandas as pd
 
 from metaicl.core.io import atomic_path, write_text
 from metaicl.eval.icl import chance_level
-from cluster.results import ICL_SETS
-from pretrain_data.bursty import EVAL_SETS
+from cluster.results import ICL_SETS, eval_sets
 
 def set_accuracy(results: pd.DataFrame) -> pd.DataFrame:
     """Accuracy rows on the classifier's eval sets (suite icl_sets)."""
@@ -28,7 +27,7 @@ def final_table(results: pd.DataFrame, num_labels: int) -> pd.DataFrame:
     """arm x eval set accuracy at each arm's last step, with a `chance` row."""
     last = last_accuracy(results)
     table = last.pivot_table(index="arm", columns="task", values="value", aggfunc="mean", sort=False)
-    table = table[[e for e in EVAL_SETS if e in table.columns]]
+    table = table[eval_sets(last)]
     table.loc["chance"] = [chance_level(e, num_labels) for e in table.columns]
     return table
 
@@ -67,7 +66,7 @@ def save_figure(fig, path: Path) -> None:
 def plot_curves(results: pd.DataFrame, num_labels: int, path: Path) -> None:
     plt = pyplot()
     acc = set_accuracy(results)
-    sets = [e for e in EVAL_SETS if e in set(acc["task"])]
+    sets = eval_sets(acc)
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], sets):
         for arm, rows in acc[acc["task"] == name].groupby("arm", sort=False):

@@ -30,6 +30,12 @@ ICL_SETS = "icl_sets"
 METAICL = "metaicl"
 
 
+def eval_sets(rows: pd.DataFrame) -> list[str]:
+    """The classifier's eval sets that `rows` hold (suite icl_sets), in one stable order: read from the results,
+    so reports need not know which sets the data generator makes (icl_novel, icl_swap, iwl sort as it lists them)."""
+    return sorted(rows.loc[rows.suite == ICL_SETS, "task"].unique())
+
+
 def tidy(frame: pd.DataFrame, **constants) -> pd.DataFrame:
     """`frame` in the schema: `constants` fill whole columns, missing columns are null, columns in order and
     with one dtype each (nullable integers, strings, float values), so runs concatenate."""

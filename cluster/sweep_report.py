@@ -20,12 +20,10 @@ import numpy as np
 import pandas as pd
 
 from cluster.report import last_accuracy, markdown_table, pyplot, save_figure, set_accuracy
-from cluster.results import ICL_SETS, METAICL
+from cluster.results import ICL_SETS, METAICL, eval_sets
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
-from pretrain_data.bursty import EVAL_SETS
 
-SETS = EVAL_SETS
 SEED_KEYS = ("cfg.data.seed", "cfg.train.seed", "cfg.pretrain.seed", "cfg.metatrain.seed")
 
 
@@ -45,7 +43,7 @@ def trial_table(final: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     keys = keys or ["arm"]  # one trial (or nothing swept): a row per arm
     index = list(dict.fromkeys([*keys, "run", "arm"]))
     wide = final.pivot_table(index=index, columns="task", values="value").reset_index()
-    sets = [s for s in SETS if s in wide.columns]
+    sets = eval_sets(final)
     grouped = wide.groupby(keys, dropna=False)[sets]
     out = grouped.mean().add_suffix(" mean").join(grouped.min().add_suffix(" worst"))
     out["seeds"] = grouped.size()
@@ -75,7 +73,7 @@ def curves(table: pd.DataFrame, keys: list[str], path: Path, against: str = "ste
         acc = set_accuracy(table)
     else:
         acc = final_accuracy(table)
-    sets = [s for s in SETS if s in set(acc["task"])]
+    sets = eval_sets(acc)
     groups = [k for k in keys if k != against] or ["arm"]
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], sets):
@@ -151,7 +149,8 @@ def write_sweep_report(root: Path, table: pd.DataFrame, title: str) -> Path:
           f"{', '.join(k.removeprefix('cfg.') for k in swept_keys(table)) or 'nothing'}."]
     figures = []
     if (table.suite == ICL_SETS).any():
-        section, more = icl_sets_section(table[table.suite.isin([ICL_SETS, "train"])], root)
+        classifier = table.run.isin(table.run[table.suite == ICL_SETS].unique())  # not the LMs' training rows
+        section, more = icl_sets_section(table[classifier & table.suite.isin([ICL_SETS, "train"])], root)
         md, figures = md + section, figures + more
     if (table.suite == METAICL).any():
         section, more = metaicl_section(table[table.suite == METAICL], root)
