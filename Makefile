@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
+	$(PY) bench/lm_throughput.py
 	$(PY) bench/data_build.py
 	$(PY) bench/scoring.py
 

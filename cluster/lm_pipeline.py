@@ -90,11 +90,13 @@ def tasks_dir(cfg: ExperimentConfig, span) -> Path:
 
 def pretrain_dir(cfg: ExperimentConfig) -> Path:
     """The pretraining step's directory, named by the hash of what it reads (the mixture, the model, the training
-    knobs that change the result): trials and runs that differ only in meta-training or evaluation share it."""
+    knobs that change the result). It lives beside the mixtures and task collections in data_root, which sweeps do
+    not move: runs and sweep trials that differ only in meta-training or evaluation share it, a sweep's trials with
+    a single run's."""
     reads = {"data": target_dir(cfg.pretrain, cfg.data_root).name, "lm": to_dict(cfg.lm),
              "train": to_dict(cfg.train)}
     hash8 = config_hash(reads, exclude=[f"train.{key}" for key in RESOURCE_KEYS])[:8]
-    return Path(cfg.runs_root).absolute() / "steps" / f"pretrain-{hash8}"
+    return Path(cfg.data_root).absolute() / f"pretrain-{hash8}"
 
 
 def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str, Path, bool]]]:
@@ -165,15 +167,20 @@ def model_dirs(cfg: ExperimentConfig, pre: LMStage | None, metas: list[LMStage])
     return {v: dirs[v] for v in variants_needed(cfg.eval.methods)}
 
 
-def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo) -> pd.DataFrame:
-    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task."""
+def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
+             cpus: float | None = None) -> pd.DataFrame:
+    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task;
+    unless train.cpus_per_worker says otherwise, the tasks share `cpus` (default: the cluster's free CPUs)."""
     import ray
 
     from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.train.ray_train import cpu_share, free_cpus, threads
 
     t = cfg.train
+    free, largest = free_cpus()
+    each = t.cpus_per_worker or cpu_share(free if cpus is None else cpus, len(dirs), largest)
     # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
-    remote = ray.remote(evaluate_variant).options(num_cpus=t.cpus_per_worker,
+    remote = ray.remote(evaluate_variant).options(num_cpus=each,
                                                   num_gpus=t.gpus_per_worker if t.use_gpu else 0,
                                                   scheduling_strategy="DEFAULT")
     device = "cuda" if t.use_gpu else "cpu"
@@ -181,7 +188,7 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo) 
     for variant, path in dirs.items():
         methods = [m for m in cfg.eval.methods if METHODS[m].model == variant]
         futures[variant] = remote.remote(variant, path, methods, inputs.tasks_path, inputs.eval, cfg.eval,
-                                         cfg.episodes, cfg.finetune, inputs.tokenizer, device)
+                                         cfg.episodes, cfg.finetune, inputs.tokenizer, device, threads=threads(each))
     started, rows = time.perf_counter(), []
     for variant, future in futures.items():
         rows += ray.get(future)
@@ -201,8 +208,9 @@ def stage_rows(out: Path, pre: LMStage | None, metas: list[LMStage]) -> list[pd.
 
 
 def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable[[str], None] = print,
-           progress: bool | None = None, build_data: bool = True) -> Path:
-    """`build_data=False`: a sweep trial, whose data, task collection and pretrained model the sweep made first."""
+           progress: bool | None = None, build_data: bool = True, cpus: float | None = None) -> Path:
+    """`build_data=False`: a sweep trial, whose data, task collection and pretrained model the sweep made first.
+    `cpus`: what the stages that run together share (a sweep trial's share; default: the cluster's free CPUs)."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = run_dir(cfg)
@@ -225,15 +233,15 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
     if pre is not None and "pretrain" in stages:
         if not pre.done:  # Ray starts only for work
             ray_once()
-        fit_specs([pre], out, echo, progress, "pretrain")
+        fit_specs([pre], out, echo, progress, "pretrain", cpus)
     if metas and "metatrain" in stages:
         check_starts(metas, "metatrain")
         if any(not m.done for m in metas):
             ray_once()
-        fit_specs(metas, out, echo, progress, "metatrain")
+        fit_specs(metas, out, echo, progress, "metatrain", cpus)
     if "eval" in stages:
         ray_once()
-        scored = tidy(evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo), run=out.name, arm="main",
+        scored = tidy(evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo, cpus), run=out.name, arm="main",
                       stage="eval", suite=METAICL)
         results = pd.concat([*stage_rows(out, pre, metas), scored], ignore_index=True)
         write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))

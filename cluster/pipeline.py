@@ -43,9 +43,11 @@ def collect_results(specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
     return results
 
 
-def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: bool, what: str) -> None:
+def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: bool, what: str,
+              cpus: float | None = None) -> None:
     """Train every spec not done yet (arms of the spine, LM stages) with Ray Train, one progress bar each; say
-    which were done already and how long the rest took. Ray must be started."""
+    which were done already and how long the rest took. They share `cpus` (default: the cluster's free CPUs;
+    `metaicl.train.ray_train.size_workers`). Ray must be started."""
     for spec in specs:
         if spec.done:
             echo(f"{what} [{spec.arm}]: done already, skipping")
@@ -60,7 +62,7 @@ def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: boo
     t = time.perf_counter()
     with ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
                          enabled=progress):
-        fit_arms(todo, out / "ray")
+        fit_arms(todo, out / "ray", cpus)
     echo(f"{what}: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
 
 
@@ -83,9 +85,10 @@ def plan(cfg: ExperimentConfig) -> tuple[Path, list[tuple[str, Path, bool]]]:
 
 
 def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] = print,
-        progress: bool | None = None, build_data: bool = True) -> Path:
+        progress: bool | None = None, build_data: bool = True, cpus: float | None = None) -> Path:
     """`build_data=False` (a sweep trial, whose data the sweep built first): missing data is an error, never built
-    inside the trial's own placement group."""
+    inside the trial's own placement group. `cpus`: what the run's arms share (a sweep trial's share of the
+    cluster; default: the cluster's free CPUs)."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = resolve_run_dir(cfg)
@@ -136,7 +139,7 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
 
     if any(not s.done for s in specs.values()):
         ray_once()
-    fit_specs(list(specs.values()), out, echo, progress, "train")
+    fit_specs(list(specs.values()), out, echo, progress, "train", cpus)
 
     collect_results(specs, out)
     cards = {name: read_json(Path(spec.manifest_path).parent / "stats.json") for name, spec in specs.items()

@@ -103,7 +103,7 @@ def pretrain_shared(trials: list[dict], root: Path, echo: Callable[[str], None])
         echo(f"pretrain: {len(stages)} distinct pretrained models for the language-model trials")
 
 
-def _trial(config: dict, trials: list[dict]) -> None:
+def _trial(config: dict, trials: list[dict], cpus: float | None = None) -> None:
     """Ray Tune function trainable: one full pipeline run (the classifier's or a language model's)."""
     from ray import tune
 
@@ -113,7 +113,7 @@ def _trial(config: dict, trials: list[dict]) -> None:
     trial = trials[config["trial"]]
     started = time.perf_counter()
     runner = run_lm if trial["cfg"].kind == "lm" else run
-    out = runner(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False)
+    out = runner(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False, cpus=cpus)
     final = last_accuracy(pd.read_parquet(out / "results.parquet"))
     metrics = {f"{r.arm}/{r.task}": float(r.value) for r in final.itertuples()}  # what trackers log
     tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1), **metrics})
@@ -122,20 +122,23 @@ def _trial(config: dict, trials: list[dict]) -> None:
 def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
               cwd: str | Path | None = None) -> Path:
     """Run every trial not done yet; relative paths resolve against `cwd` (default: the working directory)."""
+    started = time.perf_counter()
+    base, root, trials = plan(config_path, overrides, Path.cwd() if cwd is None else cwd)  # bad input: before Ray
     from ray import tune
 
-    started = time.perf_counter()
-    base, root, trials = plan(config_path, overrides, Path.cwd() if cwd is None else cwd)
     todo = [t for t in trials if not is_done(t["run_dir"])]
     echo(f"sweep {root}: {len(trials)} trials, {len(trials) - len(todo)} done already, {len(todo)} to run")
     root.mkdir(parents=True, exist_ok=True)
     write_text(root / "sweep.yaml", to_yaml(base))
     if todo:
-        init_ray(base.cluster)
+        ray = init_ray(base.cluster)
         build_shared_data(todo, echo)
         pretrain_shared(todo, root, echo)
+        # Trials that run at once share the cluster's CPUs: each trial's stages size their workers from its share
+        concurrent = min(len(todo), base.sweep.max_concurrent_trials or len(todo))
+        share = ray.cluster_resources().get("CPU", 0) / concurrent
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_trial, trials=todo), TRIAL_RESOURCES),
+            tune.with_resources(tune.with_parameters(_trial, trials=todo, cpus=share), TRIAL_RESOURCES),
             param_space={"trial": tune.grid_search(list(range(len(todo))))},
             tune_config=tune.TuneConfig(max_concurrent_trials=base.sweep.max_concurrent_trials),
             run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str((root / "tune").absolute()),

@@ -114,3 +114,48 @@ def test_metatraining_starts_from_the_given_model_and_lowers_the_episode_loss(mi
     heldout = history[history["eval"] == "heldout"].set_index("step")["value"]
     assert heldout[20] < heldout[0]
     assert stage.done
+
+
+def _ddp_rank(rank: int, world: int, port: int, stage: LMStage) -> None:
+    """One rank of a torch.distributed (gloo, loopback) pretraining stage: what a Ray Train worker runs, minus Ray."""
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        stage.run(rank=rank, world=world, wrap=DistributedDataParallel)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_and_thread_counts_pretrain_the_same_model(mixture, tmp_path):
+    """Issue 20: how many workers and threads train a stage is a resource choice, not a result; two DDP ranks (each
+    half of every batch, gradients averaged) and one process on one or two threads train the same weights, up to
+    float summation order."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    def weights(name: str) -> dict:
+        return load_file(tmp_path / name / "model" / "model.safetensors")
+
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            pretrain_stage(mixture, tmp_path / f"threads{n}", steps=4).run()
+    finally:
+        torch.set_num_threads(threads)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_rank, args=(2, port, pretrain_stage(mixture, tmp_path / "ddp", steps=4)), nprocs=2)
+    one = weights("threads1")
+    for other in ("threads2", "ddp"):
+        diff = max((weights(other)[k] - v).abs().max().item() for k, v in one.items())
+        assert diff < 1e-4, (other, diff)

@@ -95,9 +95,9 @@ def test_pretraining_is_one_step_shared_by_configs_that_differ_only_after_it():
     from cluster.lm_pipeline import pretrain_dir
 
     base = pretrain_dir(load_config(ExperimentConfig, SYNTHETIC)[0])
-    assert base.parent.name == "steps" and base.name.startswith("pretrain-")
+    assert base.parent.name == "data" and base.name.startswith("pretrain-")  # beside the data, in data_root
     for same in ("metatrain.lr=0.01", "eval.k=[2]", "tasks.synthetic.num_classes=4", "train.num_workers=2",
-                 "train.log_every=7", "name=other"):
+                 "train.log_every=7", "name=other", "runs_root=elsewhere", "out_dir=sweep-root"):
         assert pretrain_dir(load_config(ExperimentConfig, SYNTHETIC, [same])[0]) == base, same
     for other in ("train.lr=0.01", "lm.preset=small", "pretrain.token_budget=655360", "train.seed=1"):
         assert pretrain_dir(load_config(ExperimentConfig, SYNTHETIC, [other])[0]) != base, other

@@ -70,8 +70,10 @@ def test_sweep_then_again_then_aggregate_and_report(repo):
 
 def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
     sweep, first, root = first_sweep("metaicl_tiny.yaml", 1, repo)
-    assert len(list((root / "steps").glob("pretrain-*"))) == 1  # trials differ only in metatrain.lr
-    assert "1 distinct pretrained models" in first.stdout
+    assert "1 distinct pretrained models" in first.stdout  # the trials differ only in metatrain.lr
+    # ... and from the toy-size metaicl_synthetic run above (the same mixture, model and pretraining knobs), whose
+    # pretrained model the sweep reuses: one pretraining step in the shared data_root
+    assert len(list((repo / "runs" / "data").glob("pretrain-*"))) == 1
     runs = sorted(root.glob("metaicl_tiny-*/results.parquet"))
     assert len(runs) == 2 and not any((r.parent / "pretrained").exists() for r in runs)
     report = (root / "report.md").read_text()
@@ -92,3 +94,5 @@ def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
     metaicl(line("metaicl report runs "), repo)
     report = (repo / "runs" / "report.md").read_text()
     assert "## Final accuracy" in report and "## MetaICL methods" in report
+    final = report.split("## Final accuracy")[1].split("##")[0]  # the classifier's runs only, keyed by what varies
+    assert "icl_novel mean" in final and "data.burstiness" in final and "metatrain" not in final

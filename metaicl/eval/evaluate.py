@@ -99,8 +99,11 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
 
 def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str, task_names: list[str],
                      cfg, episodes: EpisodeConfig, finetune, tokenizer: str, device: str = "cpu",
-                     progress=None) -> list[dict]:
-    """Every row of `methods` (all scored by this variant's model) on every target task."""
+                     progress=None, threads: int | None = None) -> list[dict]:
+    """Every row of `methods` (all scored by this variant's model) on every target task, on `threads` torch
+    threads (a Ray task: the CPUs it reserved; its process may have run other tasks before)."""
+    if threads:
+        torch.set_num_threads(threads)
     model = load_lm(model_dir).to(device).eval()
     tok = load_tokenizer(tokenizer)
     tasks = load_collection(tasks_path, task_names)

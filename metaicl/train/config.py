@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from metaicl.core.errors import ConfigError, check_at_least
 
@@ -38,8 +39,12 @@ class TrainConfig:
     grad_accum: int = 1
     """Gradient accumulation: each worker's share of a global batch runs as this many micro-batches (same maths,
     less memory; not part of the run hash)."""
-    cpus_per_worker: int = 1
-    """CPUs reserved by each worker (also its torch thread count)."""
+    cpus_per_worker: Optional[float] = None
+    """CPUs reserved by each worker; its torch threads are the whole CPUs among them (at least one). None (the
+    default): the stages that train together (a run's arms, its meta-trained variants; a sweep trial's stages,
+    within the trial's share of the cluster) share the CPUs the cluster has free when they start, evenly per
+    worker: whole CPUs, at most the largest node's, or an equal fraction of the CPUs when the workers outnumber
+    them. On 2 cores a language model that pretrains alone runs on both (issue 20)."""
     use_gpu: bool = False
     """Train on GPUs (`gpus_per_worker` each); NCCL between workers, bf16 autocast with precision `auto`."""
     gpus_per_worker: float = 1.0
@@ -52,7 +57,9 @@ class TrainConfig:
 
     def validate(self, prefix: str = "train") -> None:
         check_at_least(self, prefix, ("steps", "batch_size", "eval_every", "ckpt_every", "log_every", "num_workers",
-                                      "cpus_per_worker", "grad_accum"), 1)
+                                      "grad_accum"), 1)
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ConfigError(f"{prefix}.cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check_at_least(self, prefix, ("warmup_steps", "weight_decay", "grad_clip", "max_failures", "seed"), 0)
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")

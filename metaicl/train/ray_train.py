@@ -12,6 +12,8 @@ On a multi-node cluster, the run and data directories must be on storage every n
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Protocol
@@ -21,8 +23,8 @@ from metaicl.train.config import TrainConfig
 
 
 class TrainingUnit(Protocol):
-    """What Ray Train fits: the classifier's arms (metaicl.train.arm.ArmSpec) and a language model's stages
-    (metaicl.train.lm.LMStage). Its output directory is complete when `done` (its metrics.parquet exists)."""
+    """What Ray Train fits (a dataclass): the classifier's arms (metaicl.train.arm.ArmSpec) and a language model's
+    stages (metaicl.train.lm.LMStage). Its output directory is complete when `done` (its metrics.parquet exists)."""
     arm: str
     """Name of the Ray Train run (an arm, or a stage such as `pretrain`, `metaicl`)."""
     out_dir: str
@@ -39,7 +41,10 @@ class TrainingUnit(Protocol):
 def _worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
+    import torch
 
+    # One torch thread per reserved CPU, whatever OMP_NUM_THREADS the worker process inherited.
+    torch.set_num_threads(threads(config["spec"].train.cpus_per_worker))
     ctx = ray.train.get_context()
     config["spec"].run(rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
                        wrap=ray.train.torch.prepare_model, report=ray.train.report)
@@ -49,6 +54,7 @@ def fit_arm(spec: TrainingUnit, storage_root: str | Path) -> None:
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    [spec] = size_workers([spec]) if spec.train.cpus_per_worker is None else [spec]
     t = spec.train
     trainer = TorchTrainer(
         _worker,
@@ -63,13 +69,51 @@ def fit_arm(spec: TrainingUnit, storage_root: str | Path) -> None:
     trainer.fit()
 
 
+def cpu_share(cpus: float, workers: int, largest_node: float) -> float:
+    """CPUs for each of `workers` workers that share `cpus`: whole CPUs when there are enough (at most what the
+    largest node has: one worker's CPUs come from one node); an equal fraction when the workers outnumber the CPUs
+    (three meta-trained variants on 2 cores all start at once on one thread each, rather than two and then one
+    while a core idles); 1 when nothing is free (Ray queues the worker until a CPU is)."""
+    share = cpus / max(1, workers)
+    if share >= 1:
+        return float(min(int(share), max(1, int(largest_node))))
+    return math.floor(share * 100) / 100 if share >= 0.01 else 1.0
+
+
+def threads(cpus: float) -> int:
+    """torch threads of a worker (or task) that reserves `cpus`: one per whole CPU, at least one."""
+    return max(1, int(cpus))
+
+
+def free_cpus() -> tuple[float, float]:
+    """(CPUs free in the cluster now, CPUs of its largest live node)."""
+    import ray
+
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    return ray.available_resources().get("CPU", 0), largest
+
+
+def size_workers(specs: list[TrainingUnit], cpus: float | None = None) -> list[TrainingUnit]:
+    """The specs with every unset `train.cpus_per_worker` sized: the stages that train together share `cpus`
+    (default: the cluster's free CPUs), less what explicitly sized specs reserve, evenly per worker."""
+    auto = [s for s in specs if s.train.cpus_per_worker is None]
+    if not auto:
+        return list(specs)
+    free, largest = free_cpus()
+    reserved = sum(s.train.cpus_per_worker * s.train.num_workers for s in specs if s.train.cpus_per_worker)
+    share = cpu_share((free if cpus is None else cpus) - reserved, sum(s.train.num_workers for s in auto), largest)
+    return [s if s.train.cpus_per_worker else dataclasses.replace(s, train=dataclasses.replace(s.train,
+                                                                                              cpus_per_worker=share))
+            for s in specs]
+
+
 def check_resources(specs: list[TrainingUnit], available: dict) -> None:
     """A ConfigError, instead of a placement group that waits forever, when one arm's workers ask for more GPUs
     or CPUs than the whole cluster has. (An autoscaling cluster reports what it has now: start its GPU nodes, or
     set their min_workers, before submitting.)"""
     for spec in specs:
         t = spec.train
-        need = {"CPU": t.cpus_per_worker * t.num_workers,
+        need = {"CPU": (t.cpus_per_worker or 1) * t.num_workers,  # unset: sized later, at least 1
                 "GPU": t.gpus_per_worker * t.num_workers if t.use_gpu else 0}
         for kind, amount in need.items():
             if amount > available.get(kind, 0):
@@ -78,12 +122,14 @@ def check_resources(specs: list[TrainingUnit], available: dict) -> None:
                                        f"Ray cluster has {available.get(kind, 0):g}")
 
 
-def fit_arms(specs: list[TrainingUnit], storage_root: str | Path) -> None:
-    """Fit every arm, concurrently; re-raises the first failure."""
+def fit_arms(specs: list[TrainingUnit], storage_root: str | Path, cpus: float | None = None) -> None:
+    """Fit every arm, concurrently, each worker sized by `size_workers` (sharing `cpus`, default: the free CPUs);
+    re-raises the first failure."""
     if not specs:
         return
     import ray
 
+    specs = size_workers(specs, cpus)
     check_resources(specs, ray.cluster_resources())  # the pipeline checks first; other callers get it here
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
         for future in [pool.submit(fit_arm, spec, storage_root) for spec in specs]:
