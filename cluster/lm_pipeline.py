@@ -174,11 +174,10 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
     import ray
 
     from metaicl.eval.evaluate import evaluate_variant
-    from metaicl.train.ray_train import cpu_share, free_cpus, threads
+    from metaicl.train.ray_train import cpus_each, threads
 
     t = cfg.train
-    free, largest = free_cpus()
-    each = t.cpus_per_worker or cpu_share(free if cpus is None else cpus, len(dirs), largest)
+    each = t.cpus_per_worker or cpus_each(len(dirs), cpus)
     # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
     remote = ray.remote(evaluate_variant).options(num_cpus=each,
                                                   num_gpus=t.gpus_per_worker if t.use_gpu else 0,

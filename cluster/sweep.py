@@ -135,7 +135,7 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
         build_shared_data(todo, echo)
         pretrain_shared(todo, root, echo)
         # Trials that run at once share the cluster's CPUs: each trial's stages size their workers from its share
-        concurrent = min(len(todo), base.sweep.max_concurrent_trials or len(todo))
+        concurrent = min(len(todo), base.sweep.max_concurrent_trials)
         share = ray.cluster_resources().get("CPU", 0) / concurrent
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=todo, cpus=share), TRIAL_RESOURCES),

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from metaicl.core.errors import ConfigError
 from metaicl.data.fewshot import GlobalBatches
 from metaicl.eval.icl import EvalConfig
 from metaicl.models.config import ModelConfig
@@ -152,3 +153,6 @@ def test_unsized_workers_share_the_free_cpus_and_explicit_sizes_win(monkeypatch)
     assert sized([arm("trial")], free=2, cpus=1.0) == [1]  # a sweep trial's share, not the whole cluster
     assert sized([arm("busy")], free=0) == [1]
     assert ray_train.size_workers([arm("fixed", cpus_per_worker=2)])[0].train.cpus_per_worker == 2
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match=r"train.cpus_per_worker: must be > 0"):
+            TrainConfig(cpus_per_worker=bad).validate()

@@ -94,13 +94,6 @@ def read_jsonl(path: str | Path) -> list[Example]:
     return examples
 
 
-def _load_files(files: list[Path]) -> list[list[Example]]:
-    """Examples of each file, checked line by line (exact file:line errors). The check parses every line already,
-    so nothing reads the files a second time (Hugging Face `datasets` once did: ~2.5 s per process that loads a
-    collection, a meta-training worker or an evaluation task, for the same rows)."""
-    return [read_jsonl(f) for f in files]
-
-
 def _label_set(examples: list[Example]) -> list[str]:
     first = examples[0].options if examples else []
     return list(first) if all(e.options == first for e in examples) else []
@@ -171,9 +164,7 @@ def _plan_metaicl(name: str, folder: Path):
 
 
 def _load_single_file(path: Path, test_path: Path | None, tasks: list[str] | None) -> dict[str, Task]:
-    files = [path] + ([test_path] if test_path else [])
-    loaded = _load_files(files)
-    train, test = loaded[0], loaded[1] if test_path else []
+    train, test = read_jsonl(path), read_jsonl(test_path) if test_path else []
     names = list(dict.fromkeys(e.task for e in train + test))
     out = {}
     for name in _select(names, tasks, path.name):
@@ -200,7 +191,7 @@ def load_collection(path: str | Path, tasks: list[str] | None = None, test_path:
     planners = {"ours": _plan_ours, "metaicl": _plan_metaicl}
     plans = {name: planners[found[name][0]](name, found[name][1]) for name in _select(list(found), tasks, str(path))}
     files = [f for fs, _ in plans.values() for f in fs]
-    loaded = iter(_load_files(files))
+    loaded = iter([read_jsonl(f) for f in files])  # each line parsed and checked once (file:line errors)
     out = {}
     for name, (fs, assemble) in plans.items():
         mine = [next(loaded) for _ in fs]

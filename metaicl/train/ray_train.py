@@ -54,7 +54,7 @@ def fit_arm(spec: TrainingUnit, storage_root: str | Path) -> None:
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    [spec] = size_workers([spec]) if spec.train.cpus_per_worker is None else [spec]
+    [spec] = size_workers([spec])
     t = spec.train
     trainer = TorchTrainer(
         _worker,
@@ -93,15 +93,20 @@ def free_cpus() -> tuple[float, float]:
     return ray.available_resources().get("CPU", 0), largest
 
 
+def cpus_each(workers: int, cpus: float | None = None, reserved: float = 0) -> float:
+    """`cpu_share` of `cpus` (default: the cluster's free CPUs) less `reserved`, for `workers` workers."""
+    free, largest = free_cpus()
+    return cpu_share((free if cpus is None else cpus) - reserved, workers, largest)
+
+
 def size_workers(specs: list[TrainingUnit], cpus: float | None = None) -> list[TrainingUnit]:
     """The specs with every unset `train.cpus_per_worker` sized: the stages that train together share `cpus`
     (default: the cluster's free CPUs), less what explicitly sized specs reserve, evenly per worker."""
     auto = [s for s in specs if s.train.cpus_per_worker is None]
     if not auto:
         return list(specs)
-    free, largest = free_cpus()
     reserved = sum(s.train.cpus_per_worker * s.train.num_workers for s in specs if s.train.cpus_per_worker)
-    share = cpu_share((free if cpus is None else cpus) - reserved, sum(s.train.num_workers for s in auto), largest)
+    share = cpus_each(sum(s.train.num_workers for s in auto), cpus, reserved)
     return [s if s.train.cpus_per_worker else dataclasses.replace(s, train=dataclasses.replace(s.train,
                                                                                               cpus_per_worker=share))
             for s in specs]
