@@ -3,6 +3,8 @@
 language-model runs and a language-model sweep."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +34,8 @@ def test_language_model_stages(repo):
     report = (out / "report.md").read_text()
     assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
     assert "MetaICL" in run.stdout and (out / "metatrained" / "metaicl" / "model" / "model.safetensors").exists()
+    [pretrained] = (repo / "runs" / "data").glob("pretrain-*")  # it trained alone: on every core (issue 20)
+    assert json.loads((pretrained / "progress.json").read_text())["threads"] == os.cpu_count()
     assert not (out / "metatrained" / "channel_metaicl").exists()  # only the variants the methods need
     assert "every stage is done" in metaicl(line("metaicl run configs/metaicl_synthetic.yaml"), repo).stdout
     for stage in ("train", "metatrain"):  # one stage each: done already, and Ray is not even started
