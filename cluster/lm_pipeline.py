@@ -170,7 +170,7 @@ def model_dirs(cfg: ExperimentConfig, pre: LMStage | None, metas: list[LMStage])
 def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
              cpus: float | None = None) -> pd.DataFrame:
     """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task;
-    unless train.cpus_per_worker says otherwise, the tasks share `cpus` (default: the cluster's free CPUs)."""
+    unless train.cpus_per_worker says otherwise, the tasks share `cpus` (default: the cluster's CPUs)."""
     import ray
 
     from metaicl.eval.evaluate import evaluate_variant
@@ -209,7 +209,7 @@ def stage_rows(out: Path, pre: LMStage | None, metas: list[LMStage]) -> list[pd.
 def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable[[str], None] = print,
            progress: bool | None = None, build_data: bool = True, cpus: float | None = None) -> Path:
     """`build_data=False`: a sweep trial, whose data, task collection and pretrained model the sweep made first.
-    `cpus`: what the stages that run together share (a sweep trial's share; default: the cluster's free CPUs)."""
+    `cpus`: what the stages that run together share (a sweep trial's share; default: the cluster's CPUs)."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = run_dir(cfg)

@@ -46,7 +46,7 @@ def collect_results(specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
 def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: bool, what: str,
               cpus: float | None = None) -> None:
     """Train every spec not done yet (arms of the spine, LM stages) with Ray Train, one progress bar each; say
-    which were done already and how long the rest took. They share `cpus` (default: the cluster's free CPUs;
+    which were done already and how long the rest took. They share `cpus` (default: the cluster's CPUs;
     `metaicl.train.ray_train.size_workers`). Ray must be started."""
     for spec in specs:
         if spec.done:
@@ -88,7 +88,7 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] =
         progress: bool | None = None, build_data: bool = True, cpus: float | None = None) -> Path:
     """`build_data=False` (a sweep trial, whose data the sweep built first): missing data is an error, never built
     inside the trial's own placement group. `cpus`: what the run's arms share (a sweep trial's share of the
-    cluster; default: the cluster's free CPUs)."""
+    cluster; default: the cluster's CPUs)."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     out = resolve_run_dir(cfg)

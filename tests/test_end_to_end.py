@@ -47,6 +47,31 @@ def test_two_ddp_workers_train_the_same_model_as_one(tiny_data_manifest, tmp_pat
     assert pd.read_parquet(tmp_path / "two" / "metrics.parquet").step.max() == cfg.train.steps
 
 
+def test_one_worker_trains_in_a_ray_task_the_same_model_as_in_process(tiny_data_manifest, tmp_path):
+    """A one-worker arm forms no worker group: it trains in a Ray task (Ray Train's local mode), bit for bit
+    the model `run_arm` trains in this process on as many threads."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from cluster.pipeline import arm_specs
+    from metaicl.train.arm import run_arm
+    from metaicl.train.ray_train import fit_arm
+
+    cfg, root, _ = tiny_data_manifest
+    base = arm_specs({"bursty": cfg.arm("bursty")}, root / "run")["bursty"]
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, cpus_per_worker=1))
+    torch.set_num_threads(1)
+    run_arm(dataclasses.replace(base, out_dir=str(tmp_path / "here")))
+    fit_arm(dataclasses.replace(base, out_dir=str(tmp_path / "task")), tmp_path / "ray")
+    a, b = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("here", "task"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "here" / "metrics.parquet"),
+                                  pd.read_parquet(tmp_path / "task" / "metrics.parquet"), check_exact=True)
+    assert not (tmp_path / "ray").exists()  # no Ray Train run state: no worker group was started
+
+
 def test_gpus_the_cluster_lacks_stop_the_run_before_anything_is_written(ray_session, tmp_path):
     from metaicl.core.errors import ConfigError
 

@@ -130,8 +130,8 @@ def test_asking_for_gpus_the_cluster_lacks_is_a_config_error_not_a_hang():
         check_resources([cpu], {"CPU": 2})
 
 
-def test_unsized_workers_share_the_free_cpus_and_explicit_sizes_win(monkeypatch):
-    """Issue 20: a stage that trains alone gets every free CPU; stages that train together split them per
+def test_unsized_workers_share_the_cluster_cpus_and_explicit_sizes_win(monkeypatch):
+    """Issue 20: a stage that trains alone gets every CPU of the cluster; stages that train together split them per
     worker (a fraction each when they outnumber the CPUs); an explicit train.cpus_per_worker is kept and leaves the
     rest to the others; never more than the largest node has (one worker's CPUs come from one node)."""
     from metaicl.train import ray_train
@@ -139,19 +139,19 @@ def test_unsized_workers_share_the_free_cpus_and_explicit_sizes_win(monkeypatch)
     def arm(name, **train):
         return ArmSpec(name, "m.json", "out", None, TrainConfig(**train), None)
 
-    def sized(specs, free=2.0, largest=2.0, cpus=None):
-        monkeypatch.setattr(ray_train, "free_cpus", lambda: (free, largest))
+    def sized(specs, total=2.0, largest=2.0, cpus=None):
+        monkeypatch.setattr(ray_train, "cluster_cpus", lambda: (total, largest))
         return [s.train.cpus_per_worker for s in ray_train.size_workers(specs, cpus)]
 
     assert sized([arm("alone")]) == [2]
     assert sized([arm("a"), arm("b")]) == [1, 1]  # the quickstart's two arms: one CPU each, as before
     assert sized([arm("a"), arm("b"), arm("c")]) == [0.66] * 3  # all three at once, none waits while a core idles
     assert ray_train.threads(0.66) == 1 and ray_train.threads(2.0) == 2
-    assert sized([arm("ddp", num_workers=2, batch_size=128)], free=8, largest=8) == [4]
-    assert sized([arm("fixed", cpus_per_worker=3), arm("rest")], free=8, largest=8) == [3, 5]
-    assert sized([arm("alone")], free=12, largest=4) == [4]  # three 4-CPU nodes: a worker fits on one
-    assert sized([arm("trial")], free=2, cpus=1.0) == [1]  # a sweep trial's share, not the whole cluster
-    assert sized([arm("busy")], free=0) == [1]
+    assert sized([arm("ddp", num_workers=2, batch_size=128)], total=8, largest=8) == [4]
+    assert sized([arm("fixed", cpus_per_worker=3), arm("rest")], total=8, largest=8) == [3, 5]
+    assert sized([arm("alone")], total=12, largest=4) == [4]  # three 4-CPU nodes: a worker fits on one
+    assert sized([arm("trial")], total=2, cpus=1.0) == [1]  # a sweep trial's share, not the whole cluster
+    assert sized([arm("none")], total=0) == [1]  # nothing to share: 1, and Ray queues it
     assert ray_train.size_workers([arm("fixed", cpus_per_worker=2)])[0].train.cpus_per_worker == 2
     for bad in (0, -1):
         with pytest.raises(ConfigError, match=r"train.cpus_per_worker: must be > 0"):

@@ -1,14 +1,16 @@
-"""The one module that touches Ray Train: runs a spec's `run` (an arm of the spine, an LM stage) on TorchTrainer
-workers.
+"""The one module that touches Ray Train: runs a spec's `run` (an arm of the spine, an LM stage) on Ray Train.
 
     fit_arms([spec_a, spec_b], storage_root)     # arms train concurrently; Ray queues what does not fit
 
 Every spec is a `TrainingUnit` (below): `metaicl.train.arm.ArmSpec`, `metaicl.train.lm.LMStage`.
 
-Each worker learns its rank from the Ray Train context, wraps the model with `prepare_model` (DDP when
-num_workers > 1, gloo on CPU, NCCL on GPU) and reports metrics at every evaluation. Fault tolerance: Ray Train
-restarts failed workers up to train.max_failures times, and `run` resumes from the latest checkpoint.
-On a multi-node cluster, the run and data directories must be on storage every node sees.
+A data-parallel spec (train.num_workers > 1) trains on a TorchTrainer worker group: each worker learns its rank
+from the Ray Train context and wraps the model with `prepare_model` (DDP, gloo on CPU, NCCL on GPU); Ray Train
+restarts a failed group up to train.max_failures times. A one-worker spec (the default) has no process group to
+form: it trains in a Ray task that reserves that worker's CPUs/GPUs, through Ray Train's local mode (the same
+`_worker`: context, `prepare_model`, `report`), and Ray retries the task up to train.max_failures times (a lost
+node included). Either way `run` resumes from the latest checkpoint. On a multi-node cluster, the run and data
+directories must be on storage every node sees.
 """
 from __future__ import annotations
 
@@ -50,12 +52,36 @@ def _worker(config: dict) -> None:
                        wrap=ray.train.torch.prepare_model, report=ray.train.report)
 
 
+def _local(spec: TrainingUnit) -> None:
+    """A one-worker stage inside a Ray task: Ray Train's local mode (num_workers=0) runs `_worker` in this
+    process, with the same context, `prepare_model` and `report` as a worker of a group."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(_worker, train_loop_config={"spec": spec}, scaling_config=ScalingConfig(num_workers=0),
+                 run_config=RunConfig(name=spec.arm)).fit()
+
+
 def fit_arm(spec: TrainingUnit, storage_root: str | Path) -> None:
+    """Train one spec to completion. Data-parallel (num_workers > 1): a TorchTrainer worker group (DDP). One
+    worker: a Ray task that reserves what that worker would and is retried up to max_failures times, like the
+    group. Why not a group of one: a worker group starts five actor processes per stage (controller, placement-group
+    cleaner, synchronization actor, worker, dataset manager; ~15 CPU-seconds), a task reuses a warm Ray worker
+    process. Measured on 2 cores, README's toy LM run: 62 s -> 28 s wall, identical results (issue 12)."""
+    [spec] = size_workers([spec])
+    t = spec.train
+    if t.num_workers == 1:
+        import ray
+
+        task = ray.remote(_local).options(
+            num_cpus=t.cpus_per_worker, num_gpus=t.gpus_per_worker if t.use_gpu else 0, name=f"train:{spec.arm}",
+            max_retries=t.max_failures, retry_exceptions=True,
+            scheduling_strategy="DEFAULT")  # not inside a Ray Tune trial's placement group (it reserves no CPU)
+        ray.get(task.remote(spec))
+        return
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    [spec] = size_workers([spec])
-    t = spec.train
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"spec": spec},
@@ -73,7 +99,7 @@ def cpu_share(cpus: float, workers: int, largest_node: float) -> float:
     """CPUs for each of `workers` workers that share `cpus`: whole CPUs when there are enough (at most what the
     largest node has: one worker's CPUs come from one node); an equal fraction when the workers outnumber the CPUs
     (three meta-trained variants on 2 cores all start at once on one thread each, rather than two and then one
-    while a core idles); 1 when nothing is free (Ray queues the worker until a CPU is)."""
+    while a core idles); 1 when there is nothing to share."""
     share = cpus / max(1, workers)
     if share >= 1:
         return float(min(int(share), max(1, int(largest_node))))
@@ -85,23 +111,25 @@ def threads(cpus: float) -> int:
     return max(1, int(cpus))
 
 
-def free_cpus() -> tuple[float, float]:
-    """(CPUs free in the cluster now, CPUs of its largest live node)."""
+def cluster_cpus() -> tuple[float, float]:
+    """(CPUs of the cluster's live nodes, CPUs of its largest one). Not the CPUs free at this instant: a task that
+    has just finished holds its CPUs a moment longer (Ray keeps an idle worker's lease briefly), so sizing by what
+    is free gave a stage 1 thread or 2 depending on timing, and the same config different floating-point results."""
     import ray
 
-    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-    return ray.available_resources().get("CPU", 0), largest
+    alive = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return float(sum(alive)), max(alive, default=0)
 
 
 def cpus_each(workers: int, cpus: float | None = None, reserved: float = 0) -> float:
-    """`cpu_share` of `cpus` (default: the cluster's free CPUs) less `reserved`, for `workers` workers."""
-    free, largest = free_cpus()
-    return cpu_share((free if cpus is None else cpus) - reserved, workers, largest)
+    """`cpu_share` of `cpus` (default: the cluster's CPUs) less `reserved`, for `workers` workers."""
+    total, largest = cluster_cpus()
+    return cpu_share((total if cpus is None else cpus) - reserved, workers, largest)
 
 
 def size_workers(specs: list[TrainingUnit], cpus: float | None = None) -> list[TrainingUnit]:
     """The specs with every unset `train.cpus_per_worker` sized: the stages that train together share `cpus`
-    (default: the cluster's free CPUs), less what explicitly sized specs reserve, evenly per worker."""
+    (default: the cluster's CPUs), less what explicitly sized specs reserve, evenly per worker."""
     auto = [s for s in specs if s.train.cpus_per_worker is None]
     if not auto:
         return list(specs)
@@ -128,7 +156,7 @@ def check_resources(specs: list[TrainingUnit], available: dict) -> None:
 
 
 def fit_arms(specs: list[TrainingUnit], storage_root: str | Path, cpus: float | None = None) -> None:
-    """Fit every arm, concurrently, each worker sized by `size_workers` (sharing `cpus`, default: the free CPUs);
+    """Fit every arm, concurrently, each worker sized by `size_workers` (sharing `cpus`, default: the cluster's CPUs);
     re-raises the first failure."""
     if not specs:
         return
