@@ -7,9 +7,10 @@ Model, batch and mixture: configs/metaicl_synthetic.yaml's pretraining (GPT-2 ti
 d 64; 32 windows of 64 tokens; its token mixture, built here). Each side runs `LMStage.run`, the stage's own code:
   bare      - a plain `python` subprocess, torch on every core, evaluation and checkpoint at the last step only
               (the plain loop);
-  ray       - the same spec (same threads, same cadence) on one Ray Train worker sized to every core;
+  ray       - the same spec (same threads, same cadence) through `fit_arm`, one worker sized to every core (a
+              one-worker stage: a Ray task, Ray Train's local mode);
   stage     - what `metaicl train` runs: one worker sized by default (`train.cpus_per_worker` unset: the cluster's
-              free CPUs), the config's evaluation and checkpoint cadence.
+              CPUs), the config's evaluation and checkpoint cadence.
 Throughput is steps/s inside the training loop (progress.json, evaluation and checkpoints included), so trainer
 start-up is left out; wall is the whole call. Runs alternate so drift in machine load hits every side.
 Goals: ray/bare >= 0.97 (what Ray Train costs per step) and stage/bare >= 0.9 (what the stage costs in all).

@@ -2,10 +2,10 @@
 
     python bench/train_overhead.py [--steps 600] [--repeats 2]
 
-Both sides run `metaicl.train.arm.run_arm` in a fresh process on one CPU thread (a Ray Train worker with 1 CPU
-gets OMP_NUM_THREADS=1): bare = a plain `python` subprocess; ray = one TorchTrainer worker. Throughput is steps/s inside the
-training loop (what Ray Train costs per step: context, report calls); wall is the whole call (what it costs to
-start a trainer). Runs alternate bare/ray so drift in machine load hits both.
+Both sides run `metaicl.train.arm.run_arm` on one CPU thread: bare = a plain `python` subprocess; ray =
+`fit_arm` with 1 CPU, i.e. what a one-worker arm gets: a Ray task running it through Ray Train's local mode (the
+same context and report calls as a worker group's). Throughput is steps/s inside the training loop (what Ray and
+Ray Train cost per step); wall is the whole call (what it costs to start training). Runs alternate bare/ray so drift in machine load hits both.
 """
 from __future__ import annotations
 

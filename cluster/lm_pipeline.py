@@ -99,10 +99,30 @@ def pretrain_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.data_root).absolute() / f"pretrain-{hash8}"
 
 
+def metatrain_dir(cfg: ExperimentConfig, variant: str, init: str, tasks_path: str, meta_train: list[str]) -> Path:
+    """A meta-training step's directory, named by the hash of what it reads: the model it starts from (`init`: the
+    pretraining step's name, or lm.name_or_path), the tasks and episodes it trains on, the model and meta-training
+    knobs. Like the pretraining step it lives in data_root: runs and sweep trials that differ only in evaluation
+    keys (eval.k, eval.seeds, methods scored by the same variant) share one meta-trained model."""
+    method, demos = META_VARIANTS[variant]
+    reads = {"init": init, "tasks": tasks_path, "meta_train": list(meta_train), "variant": variant,
+             "episodes": to_dict(dataclasses.replace(cfg.episodes, method=method)),
+             "k": cfg.metatrain.k if demos else 0, "lm": to_dict(cfg.lm), "metatrain": to_dict(cfg.metatrain)}
+    hash8 = config_hash(reads, exclude=["lm.name_or_path", *(f"metatrain.{key}" for key in RESOURCE_KEYS)])[:8]
+    return Path(cfg.data_root).absolute() / f"metatrain-{variant}-{hash8}"
+
+
+def step_name(path: str | Path) -> str:
+    """What a step's hash reads of another step or directory: a shared step's own name (pretrain-1a2b3c4d,
+    tasks-9f8e7d6c: itself a hash, the same wherever data_root lies), anything else its path."""
+    path = Path(path)
+    return path.name if path.name.startswith(("pretrain-", "tasks-")) else str(path)
+
+
 def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str, Path, bool]]]:
     """(run directory, steps) of an LM experiment for `metaicl run --dry-run`: (name, where, done)."""
     out = run_dir(cfg)
-    steps, manifest = [], None
+    steps, manifest, root = [], None, None
     if cfg.pretrain is not None:
         where = target_dir(cfg.pretrain, cfg.data_root)
         steps.append(("data", where, (where / "manifest.json").exists()))
@@ -111,20 +131,23 @@ def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str,
         root = tasks_dir(cfg, token_range_of(manifest, cfg.tasks.source)) if manifest else None
         steps.append(("tasks", root or Path(cfg.data_root) / "tasks-<after data>",
                       bool(root and (root / "families.json").exists())))
+    init = cfg.lm.name_or_path
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
         where = pretrain_dir(cfg)
         steps.append(("pretrain", where, (where / DONE_FILE).exists()))
+        init = where.name
     if "metatrain" in stages or "eval" in stages:
+        tasks = (str(root) if root else None) if cfg.tasks.synthetic is not None else cfg.tasks.path
         for variant in [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]:
-            where = out / "metatrained" / variant
+            where = (metatrain_dir(cfg, variant, init, step_name(tasks), cfg.tasks.meta_train) if tasks else
+                     Path(cfg.data_root) / f"metatrain-{variant}-<after data>")
             steps.append((f"metatrain [{variant}]", where, (where / DONE_FILE).exists()))
     if "eval" in stages:
         steps.append(("eval", out, (out / "results.parquet").exists() and (out / "report.md").exists()))
     return out, steps
 
 
-def training_stages(cfg: ExperimentConfig, out: Path, inputs: Inputs,
-                    stages=STAGES) -> tuple[LMStage | None, list[LMStage]]:
+def training_stages(cfg: ExperimentConfig, inputs: Inputs, stages=STAGES) -> tuple[LMStage | None, list[LMStage]]:
     """The pretraining stage (None without `pretrain:`, or when a single later stage starts from lm.name_or_path)
     and one meta-training stage per variant the methods need."""
     pre = None
@@ -142,8 +165,9 @@ def training_stages(cfg: ExperimentConfig, out: Path, inputs: Inputs,
         data = EpisodeData(inputs.tasks_path, inputs.meta_train,
                            dataclasses.replace(cfg.episodes, method=method), cfg.metatrain.k if demos else 0,
                            inputs.tokenizer, cfg.metatrain.seed)
-        metas.append(LMStage(variant, str((out / "metatrained" / variant).absolute()), cfg.lm, cfg.metatrain,
-                             init=base, episodes=data))
+        where = metatrain_dir(cfg, variant, step_name(pre.out_dir) if pre else base, step_name(inputs.tasks_path),
+                              cfg.tasks.meta_train)  # synthetic tasks: the collection's name says the split
+        metas.append(LMStage(variant, str(where), cfg.lm, cfg.metatrain, init=base, episodes=data))
     return pre, metas
 
 
@@ -228,7 +252,7 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", resolved_yaml)
     echo(f"run {out}")
-    pre, metas = training_stages(cfg, out, inputs, stages)
+    pre, metas = training_stages(cfg, inputs, stages)
     if pre is not None and "pretrain" in stages:
         if not pre.done:  # Ray starts only for work
             ray_once()

@@ -8,13 +8,15 @@
 - Finished trials (results.parquet + report.md present) are skipped, so resubmitting a sweep runs only what is
   missing and an interrupted sweep resumes (an interrupted arm resumes from its latest checkpoint).
 - Shared stages run once: the sweep builds every distinct data directory first (Ray tasks), writes language
-  models' task collections and trains each distinct pretraining step, then trials train.
+  models' task collections and trains each distinct pretraining step, then each distinct meta-training step;
+  then the trials train what is theirs alone and evaluate.
 - Ray Tune runs the trials (`max_concurrent_trials`); a trial holds a sliver of a CPU, and its arms' Ray Train
   workers hold the real resources (Ray Train inside a Tune function trainable, as Ray recommends).
 - At the end the sweep is aggregated (aggregate.parquet) and reported (report.md, report.html).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -86,21 +88,25 @@ def build_shared_data(trials: list[dict], echo: Callable[[str], None]) -> None:
     echo(f"data: {len(seen)} distinct data directories ({len(todo)} built, {len(seen) - len(todo)} reused)")
 
 
-def pretrain_shared(trials: list[dict], root: Path, echo: Callable[[str], None]) -> None:
-    """Every distinct pretraining step of the language-model trials, trained once (concurrently) before the
-    trials: trials that differ only in meta-training or evaluation keys share one pretrained model."""
+def train_shared(trials: list[dict], root: Path, echo: Callable[[str], None]) -> None:
+    """Every distinct pretraining step of the language-model trials, then every distinct meta-training step, each
+    trained once (concurrently) before the trials, which then find them done: trials that differ only in
+    meta-training keys share a pretrained model, trials that differ only in evaluation keys a meta-trained one."""
     from cluster.lm_pipeline import prepare_inputs, training_stages
     from cluster.pipeline import fit_specs
 
-    stages = {}
-    for trial in (t for t in trials if t["cfg"].kind == "lm"):
-        cfg = trial["cfg"]
-        pre, _ = training_stages(cfg, trial["run_dir"], prepare_inputs(cfg, lambda _: None, False, lambda: None))
-        if pre is not None:
-            stages.setdefault(pre.out_dir, pre)
-    if stages:
-        fit_specs(list(stages.values()), root, echo, False, "pretrain")
-        echo(f"pretrain: {len(stages)} distinct pretrained models for the language-model trials")
+    pres, metas = {}, {}
+    for cfg in (t["cfg"] for t in trials if t["cfg"].kind == "lm"):
+        pre, meta = training_stages(cfg, prepare_inputs(cfg, lambda _: None, False, lambda: None))
+        for stage, into in [(pre, pres)] * (pre is not None) + [(m, metas) for m in meta]:
+            # named by their directories (pretrain-1a2b3c4d, metatrain-metaicl-9f8e7d6c): several train at once
+            into.setdefault(stage.out_dir, dataclasses.replace(stage, arm=Path(stage.out_dir).name))
+    if pres:
+        fit_specs(list(pres.values()), root, echo, False, "pretrain")
+        echo(f"pretrain: {len(pres)} distinct pretrained models for the language-model trials")
+    if metas:
+        fit_specs(list(metas.values()), root, echo, False, "metatrain")
+        echo(f"metatrain: {len(metas)} distinct meta-trained models for the language-model trials")
 
 
 def _trial(config: dict, trials: list[dict], cpus: float | None = None) -> None:
@@ -133,7 +139,7 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
     if todo:
         ray = init_ray(base.cluster)
         build_shared_data(todo, echo)
-        pretrain_shared(todo, root, echo)
+        train_shared(todo, root, echo)
         # Trials that run at once share the cluster's CPUs: each trial's stages size their workers from its share
         concurrent = min(len(todo), base.sweep.max_concurrent_trials)
         share = ray.cluster_resources().get("CPU", 0) / concurrent

@@ -1,5 +1,6 @@
-"""Data flows one way: metaicl.core -> pretrain_data -> metaicl.{models,data,train,eval,experiment} -> cluster
--> metaicl.cli. A module may import only from its own layer or those before it."""
+"""Data flows one way: metaicl.core -> pretrain_data -> metaicl.{models,data} -> metaicl.eval -> metaicl.train ->
+metaicl.experiment -> cluster -> metaicl.cli. A module may import only from its own layer or those before it
+(training evaluates as it goes; evaluation never trains through the training code)."""
 from __future__ import annotations
 
 import ast
@@ -7,16 +8,16 @@ import ast
 from tests.conftest import ROOT
 
 
+LAYERS = ("metaicl.core", "pretrain_data", ("metaicl.models", "metaicl.data"), "metaicl.eval", "metaicl.train",
+          "metaicl.experiment", "cluster", "metaicl.cli")
+
+
 def layer(module: str) -> int:
-    if module.startswith("metaicl.core"):
-        return 0
-    if module.startswith("pretrain_data"):
-        return 1
-    if module == "metaicl.cli":
-        return 4
-    if module.startswith("cluster"):
-        return 3
-    return 2
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in
+               ((prefixes,) if isinstance(prefixes, str) else prefixes)):
+            return i
+    return LAYERS.index("metaicl.experiment")  # metaicl itself (metaicl/__init__.py)
 
 
 def project_imports(path):
@@ -46,6 +47,8 @@ def test_no_module_imports_a_later_layer():
 
 def test_layer_check_catches_a_violation():
     assert layer("cluster.pipeline") > layer("metaicl.train.arm") > layer("pretrain_data.build") > layer("metaicl.core.io")
+    assert layer("metaicl.experiment") > layer("metaicl.train.lm") > layer("metaicl.eval.evaluate") > layer(
+        "metaicl.models.lm") == layer("metaicl.data.episodes")
 
 
 def test_a_planted_violating_import_is_caught(tmp_path):
@@ -59,10 +62,12 @@ def test_a_planted_violating_import_is_caught(tmp_path):
     planted = {"metaicl/core/planted.py": "from pretrain_data.build import build\n",
                "pretrain_data/planted.py": "import metaicl.train.loop\n",
                "metaicl/eval/planted.py": "def f():\n    from cluster.sweep import run_sweep\n",
+               "metaicl/eval/planted_train.py": "def f():\n    from metaicl.train.lm import lm_loss\n",
                "cluster/planted.py": "from metaicl.cli import main\n"}
     for where, code in planted.items():
         (tmp_path / where).write_text(code)
     assert sorted(violations(tmp_path)) == ["cluster.planted imports metaicl.cli",
                                             "metaicl.core.planted imports pretrain_data.build",
                                             "metaicl.eval.planted imports cluster.sweep",
+                                            "metaicl.eval.planted_train imports metaicl.train.lm",
                                             "pretrain_data.planted imports metaicl.train.loop"]

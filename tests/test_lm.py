@@ -12,7 +12,8 @@ from metaicl.core.errors import ConfigError
 from metaicl.data.episodes import EpisodeConfig
 from metaicl.models.lm import LMConfig, build_lm, count_params, save_lm
 from metaicl.train.config import TrainConfig
-from metaicl.train.lm import EpisodeData, LMStage, lm_loss
+from metaicl.models.lm import lm_loss
+from metaicl.train.lm import EpisodeData, LMStage
 from pretrain_data.mixture_config import MixtureConfig, SourceConfig
 from pretrain_data.zipf_lm import ZipfLMConfig
 

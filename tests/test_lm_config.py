@@ -101,3 +101,26 @@ def test_pretraining_is_one_step_shared_by_configs_that_differ_only_after_it():
         assert pretrain_dir(load_config(ExperimentConfig, SYNTHETIC, [same])[0]) == base, same
     for other in ("train.lr=0.01", "lm.preset=small", "pretrain.token_budget=655360", "train.seed=1"):
         assert pretrain_dir(load_config(ExperimentConfig, SYNTHETIC, [other])[0]) != base, other
+
+
+def test_meta_training_is_one_step_shared_by_configs_that_differ_only_in_evaluation():
+    """A meta-trained model's directory is named by what it reads (the base model, the tasks and episodes, the
+    model and meta-training knobs): runs and sweep trials that differ only in evaluation keys share it; another
+    base model, task set, k, lr or episode format is another step."""
+    from cluster.lm_pipeline import metatrain_dir
+
+    def where(*overrides, variant="metaicl", init="pretrain-00000000", tasks="tasks-00000000"):
+        cfg = load_config(ExperimentConfig, SYNTHETIC, list(overrides))[0]
+        return metatrain_dir(cfg, variant, init, tasks, cfg.tasks.meta_train)
+
+    base = where()
+    assert base.parent.name == "data" and base.name.startswith("metatrain-metaicl-")
+    for same in ("eval.k=[2]", "eval.seeds=[1]", "eval.methods=[metaicl]", "finetune.steps=3", "train.lr=0.01",
+                 "metatrain.num_workers=2", "metatrain.cpus_per_worker=1", "name=other", "runs_root=elsewhere"):
+        assert where(same) == base, same  # train.lr: read through the base model's name, not here
+    for other in ("metatrain.lr=0.01", "metatrain.k=4", "metatrain.seed=1", "episodes.max_length=128",
+                  "lm.dropout=0.1"):
+        assert where(other) != base, other
+    assert where(init="pretrain-11111111") != base and where(tasks="tasks-11111111") != base
+    assert where(variant="channel_metaicl") != base and where(variant="channel_metaicl").name.startswith(
+        "metatrain-channel_metaicl-")

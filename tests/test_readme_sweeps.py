@@ -33,11 +33,15 @@ def test_language_model_stages(repo):
     assert results.value.between(0, 1).all()
     report = (out / "report.md").read_text()
     assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
-    assert "MetaICL" in run.stdout and (out / "metatrained" / "metaicl" / "model" / "model.safetensors").exists()
+    [meta] = (repo / "runs" / "data").glob("metatrain-*")  # only the variants the methods need: metaicl
+    assert "MetaICL" in run.stdout and meta.name.startswith("metatrain-metaicl-")
+    assert (meta / "model" / "model.safetensors").exists() and not (out / "metatrained").exists()
     [pretrained] = (repo / "runs" / "data").glob("pretrain-*")  # it trained alone: on every core (issue 20)
     assert json.loads((pretrained / "progress.json").read_text())["threads"] == os.cpu_count()
-    assert not (out / "metatrained" / "channel_metaicl").exists()  # only the variants the methods need
     assert "every stage is done" in metaicl(line("metaicl run configs/metaicl_synthetic.yaml"), repo).stdout
+    plan = metaicl(line("metaicl run configs/metaicl_synthetic.yaml") + " --dry-run", repo).stdout
+    assert plan.startswith(f"run {out}: 0 of 5 steps to run")  # data, tasks, pretrain, metatrain [metaicl], eval
+    assert f"{pretrained}\n" in plan and f"{meta}\n" in plan and "metatrain [metaicl]" in plan
     for stage in ("train", "metatrain"):  # one stage each: done already, and Ray is not even started
         proc = metaicl(line(f"metaicl {stage} configs/metaicl_synthetic.yaml"), repo)
         assert "done already" in proc.stdout and "ray" not in proc.stdout.lower()
@@ -46,7 +50,7 @@ def test_language_model_stages(repo):
     [solo] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if p != out]
     assert set(pd.read_parquet(solo / "results.parquet").method.dropna()) == {"zero_shot", "in_context"}
     assert not (solo / "pretrained").exists()
-    assert f"name_or_path: {out}/metatrained/metaicl/model" in (solo / "config.yaml").read_text()  # resolved once
+    assert f"name_or_path: {meta}/model" in (solo / "config.yaml").read_text()  # resolved once
 
 
 def first_sweep(config: str, times: int, repo: Path):
@@ -80,6 +84,7 @@ def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
     assert len(list((repo / "runs" / "data").glob("pretrain-*"))) == 1
     runs = sorted(root.glob("metaicl_tiny-*/results.parquet"))
     assert len(runs) == 2 and not any((r.parent / "pretrained").exists() for r in runs)
+    assert "2 distinct meta-trained models" in first.stdout  # one per metatrain.lr, trained before the trials
     report = (root / "report.md").read_text()
     assert "## MetaICL methods" in report and "cfg.metatrain.lr" in report
     assert "2 trials, 2 done already, 0 to run" in metaicl(sweep[0], repo).stdout

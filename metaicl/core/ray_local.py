@@ -82,8 +82,8 @@ def prepare_env(local: bool = True) -> None:
 def quiet_ray_logs() -> None:
     """Runs in every Ray worker process (runtime_env worker_process_setup_hook). Ray Train's placement-group
     cleaner warns every few seconds that the State API is unavailable, which is expected: that API is served by
-    the dashboard, which stays off locally. A one-worker stage runs in Ray Train's local mode, which says so at
-    INFO every time, and logs every report. And Ray Train logs every report at INFO through a logger named by its
+    the dashboard, which stays off locally. A one-worker stage runs in Ray Train's local mode, which logs at INFO
+    that it does, every report and every model it moves to a device. And Ray Train logs every report at INFO through a logger named by its
     file path (so RunConfig's LoggingConfig, which filters `ray.train.*`, misses it); our own progress bars say
     the same. Warnings and errors of both still surface."""
     import logging
@@ -93,8 +93,8 @@ def quiet_ray_logs() -> None:
     context_py = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution", "context.py")
     logging.getLogger(context_py).setLevel(logging.WARNING)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-    logging.getLogger("ray.train.v2.api.config").setLevel(logging.WARNING)  # "Running in local mode" per stage
-    logging.getLogger("ray.train.v2._internal.execution.train_fn_utils").setLevel(logging.WARNING)  # and per report
+    # A one-worker stage: Ray Train's local mode, outside the worker group that RunConfig's LoggingConfig quiets
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
 def init_ray(cfg: ClusterConfig):

@@ -148,3 +148,15 @@ def train_sequence(demos: list[Example], query: Example, cfg: EpisodeConfig, tok
     condition, target = request.rows[0]
     mask = [0] * (len(request.prefix) + len(condition)) + [1] * len(target)
     return TrainSequence(request.ids(0), mask, request.dropped_demos)
+
+
+def pad(sequences: list[list[int]], masks: list[list[int]]):
+    """A batch (ids, mask) of sequences and their loss masks, right-padded with zeros to the longest."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros(len(sequences), width, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for i, (s, m) in enumerate(zip(sequences, masks)):
+        ids[i, : len(s)], mask[i, : len(m)] = torch.tensor(s), torch.tensor(m)
+    return ids, mask

@@ -19,13 +19,13 @@ import dataclasses
 import numpy as np
 import torch
 
-from metaicl.data.episodes import EpisodeConfig, score_request, train_sequence
+from metaicl.data.episodes import EpisodeConfig, pad, score_request, train_sequence
 from metaicl.data.tasks import Task, load_collection, sample_demos
 from metaicl.data.tokenizer import load_tokenizer
 from metaicl.eval.methods import METHODS, Method
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
-from metaicl.models.lm import load_lm
+from metaicl.models.lm import lm_loss, load_lm
 
 SCORINGS = {"sum": False, "mean": True}
 """scoring column -> length-normalise (per-token mean of the option's log-probs)."""
@@ -55,8 +55,6 @@ def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConf
 
 def finetuned(model, demos, episodes: EpisodeConfig, tok, steps: int, lr: float, device):
     """A copy of `model` trained on the k examples as 0-shot sequences (loss on the output only), full batch."""
-    from metaicl.train.lm import lm_loss, pad
-
     tuned = copy.deepcopy(model).train()
     seqs = [train_sequence([], ex, dataclasses.replace(episodes, method="direct"), tok) for ex in demos]
     batch = tuple(t.to(device) for t in pad([s.ids for s in seqs], [s.loss_mask for s in seqs]))

@@ -118,5 +118,18 @@ def save_lm(model, path: str | Path) -> Path:
     return Path(path)
 
 
+def lm_loss(model, batch):
+    """Mean next-token cross-entropy over the positions the mask marks as targets (all tokens when pretraining;
+    the query's output only in MetaICL episodes). Right padding needs no attention mask: the model is causal.
+    The objective of every stage that trains a causal LM (pretraining, meta-training, the Fine-tune baselines)."""
+    import torch.nn.functional as F
+
+    ids, mask = batch
+    logits = model(input_ids=ids).logits[:, :-1].float()
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
+    weight = mask[:, 1:].reshape(-1).float()
+    return (nll * weight).sum() / weight.sum().clamp(min=1)
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())

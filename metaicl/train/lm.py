@@ -23,13 +23,12 @@ from typing import Callable, Optional
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
-from metaicl.data.episodes import EpisodeConfig, train_sequence
+from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
 from metaicl.data.fewshot import rank_rows
-from metaicl.models.lm import LMConfig, build_lm, save_lm
+from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
 from metaicl.train.checkpoint import Checkpointer
 from metaicl.train.config import TrainConfig
 from metaicl.train.loop import train_loop
@@ -37,25 +36,6 @@ from metaicl.train.loop import train_loop
 DONE_FILE = "metrics.parquet"
 EVAL_BATCH = 32
 """Sequences in the fixed held-out batch whose loss is tracked during training."""
-
-
-def lm_loss(model, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over the positions the mask marks as targets (all tokens when pretraining;
-    the query's output only in MetaICL episodes). Right padding needs no attention mask: the model is causal."""
-    ids, mask = batch
-    logits = model(input_ids=ids).logits[:, :-1].float()
-    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
-    weight = mask[:, 1:].reshape(-1).float()
-    return (nll * weight).sum() / weight.sum().clamp(min=1)
-
-
-def pad(sequences: list[list[int]], masks: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.zeros(len(sequences), width, dtype=torch.long)
-    mask = torch.zeros(len(sequences), width, dtype=torch.long)
-    for i, (s, m) in enumerate(zip(sequences, masks)):
-        ids[i, : len(s)], mask[i, : len(m)] = torch.tensor(s), torch.tensor(m)
-    return ids, mask
 
 
 class StreamBatches:
@@ -98,7 +78,7 @@ class EpisodeBatches:
     """Episode i of global batch s: task, demonstrations and query drawn with rng (seed, "episode", s, i)."""
 
     def __init__(self, data: EpisodeData, batch_size: int, rank: int = 0, world: int = 1):
-        from metaicl.data.tasks import load_collection  # imports `datasets`: only meta-training needs it
+        from metaicl.data.tasks import load_collection
         from metaicl.data.tokenizer import load_tokenizer
 
         self.data, self.batch_size, self.rank, self.world = data, batch_size, rank, world
