@@ -219,6 +219,25 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
+def check_lm_resources(cfg: ExperimentConfig, pretraining: list[LMStage], metatraining: list[LMStage],
+                       evaluating: bool) -> None:
+    """Stages to train as the spine's arms are checked (`check_resources`), and evaluation's tasks, which take
+    `train.*`'s resources (one per model): a GPU the cluster lacks is one ConfigError, not a task that never
+    starts. Ray must be started."""
+    import ray
+
+    from metaicl.train.ray_train import check_resources
+
+    have = ray.cluster_resources()
+    check_resources(pretraining, have, "train")
+    check_resources(metatraining, have, "metatrain")
+    t = cfg.train
+    if evaluating and t.use_gpu and t.gpus_per_worker > have.get("GPU", 0):
+        raise ConfigError("train.use_gpu", f"evaluation asks for {t.gpus_per_worker:g} GPU per model (an LM run's "
+                                           f"evaluation tasks take train.*'s resources) but the Ray cluster has "
+                                           f"{have.get('GPU', 0):g}: set train.use_gpu=false")
+
+
 def stage_rows(out: Path, pre: LMStage | None, metas: list[LMStage]) -> list[pd.DataFrame]:
     """The training curves of this run's own models (loss on the training batches and on held-out data) as rows
     of the run's results, stage `pretrain` or `metatrain/<variant>`."""
@@ -248,20 +267,28 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
             init_ray(cfg.cluster)
             ray_started.append(True)
 
-    inputs = prepare_inputs(cfg, echo, progress, ray_once, build_data)  # before the run directory: inputs first
+    # Everything that can be wrong is found before the run directory exists: inputs, stages, starting models,
+    # resources (a request Ray can never meet would wait forever)
+    inputs = prepare_inputs(cfg, echo, progress, ray_once, build_data)
+    pre, metas = training_stages(cfg, inputs, stages)
+    pretraining = [pre] if pre is not None and "pretrain" in stages else []
+    metatraining = metas if "metatrain" in stages else []
+    if metatraining and not pretraining:
+        check_starts(metatraining, "metatrain")
+    if stages == ("eval",):
+        model_dirs(cfg, pre, metas)
+    if any(not s.done for s in pretraining + metatraining) or "eval" in stages:  # Ray starts only for work
+        ray_once()
+        check_lm_resources(cfg, [s for s in pretraining if not s.done], [s for s in metatraining if not s.done],
+                           evaluating="eval" in stages)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", resolved_yaml)
     echo(f"run {out}")
-    pre, metas = training_stages(cfg, inputs, stages)
-    if pre is not None and "pretrain" in stages:
-        if not pre.done:  # Ray starts only for work
-            ray_once()
-        fit_specs([pre], out, echo, progress, "pretrain", cpus)
-    if metas and "metatrain" in stages:
-        check_starts(metas, "metatrain")
-        if any(not m.done for m in metas):
-            ray_once()
-        fit_specs(metas, out, echo, progress, "metatrain", cpus)
+    if pretraining:
+        fit_specs(pretraining, out, echo, progress, "pretrain", cpus)
+    if metatraining:
+        check_starts(metatraining, "metatrain")
+        fit_specs(metatraining, out, echo, progress, "metatrain", cpus)
     if "eval" in stages:
         ray_once()
         scored = tidy(evaluate(cfg, inputs, model_dirs(cfg, pre, metas), echo, cpus), run=out.name, arm="main",

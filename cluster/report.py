@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from metaicl.core.io import atomic_path, write_text
-from metaicl.eval.icl import chance_level
+from metaicl.eval.config import chance_level
 from cluster.results import ICL_SETS, eval_sets
 
 def set_accuracy(results: pd.DataFrame) -> pd.DataFrame:

@@ -71,3 +71,16 @@ def test_a_planted_violating_import_is_caught(tmp_path):
                                             "metaicl.eval.planted imports cluster.sweep",
                                             "metaicl.eval.planted_train imports metaicl.train.lm",
                                             "pretrain_data.planted imports metaicl.train.loop"]
+
+
+def test_the_command_line_and_the_pipelines_import_without_torch():
+    """Specs and the pipeline's skip checks need no torch; only running a stage imports it. A rerun that finds every
+    stage done (README's tests type a dozen) answers without paying torch's import (~2 s of ~4 s)."""
+    import subprocess
+    import sys
+
+    modules = ["metaicl.cli", "cluster.pipeline", "cluster.lm_pipeline", "cluster.sweep", "cluster.aggregate",
+               "cluster.sweep_report", "metaicl.train.arm", "metaicl.train.lm", "metaicl.train.ray_train"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(m for m in sys.modules if m == 'torch'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

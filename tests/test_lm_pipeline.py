@@ -27,7 +27,7 @@ def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_sess
     args = [SYNTHETIC, f"out_dir={tmp_path / 'run'}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC]
     assert main(["eval", *args]) == 2
     assert "metaicl train" in capsys.readouterr().err
-    assert not (tmp_path / "run" / "results.parquet").exists()
+    assert not (tmp_path / "run").exists()  # found before the run directory is made
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,24 @@ def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.task) == {"cb", "mnli"}
     assert set(results.method) == {"zero_shot", "pmi_in_context", "channel_in_context", "finetune"}
+
+
+def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_session, tmp_path, tiny_hf_model,
+                                                                      capsys):
+    """Issue 19: evaluation asking for a GPU this machine lacks (the real-task config says train.use_gpu: true)
+    was a Ray task that never started, a silent hang; a method that needs meta-training without meta-training
+    tasks left an empty run directory behind its error."""
+    args = [REAL, f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512", "episodes.max_length=512",
+            "eval.methods=[zero_shot]"]
+    assert main(["eval", *args, f"out_dir={tmp_path / 'gpu'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metaicl: config error: train.use_gpu: evaluation asks for 1 GPU per model") and "has 0" in err
+    assert main(["eval", *args, f"out_dir={tmp_path / 'meta'}", "train.use_gpu=false", "tasks.meta_train=[]",
+                 "eval.methods=[metaicl]"]) == 2
+    assert capsys.readouterr().err.startswith("metaicl: config error: tasks.meta_train: ")
+    assert main(["metatrain", *args, f"out_dir={tmp_path / 'metagpu'}", "eval.methods=[metaicl]"]) == 2
+    assert capsys.readouterr().err.startswith("metaicl: config error: metatrain.use_gpu: arm 'metaicl' needs 1 GPU")
+    assert not any(tmp_path.iterdir())
 
 
 def test_metatraining_on_the_real_tasks_text_episodes_runs_and_saves_the_model(tmp_path, tiny_hf_model):

@@ -17,6 +17,12 @@ from metaicl.data.tasks import SEEDS
 from metaicl.eval.methods import METHODS
 from pretrain_data.bursty import EVAL_SETS
 
+
+def chance_level(eval_set: str, num_labels: int) -> float:
+    """Accuracy of guessing: between the two in-context labels for the ICL sets, among all L labels for iwl."""
+    return 0.5 if eval_set in ("icl_novel", "icl_swap") else 1.0 / num_labels
+
+
 SEQUENCES_PER_PASS = 1024
 """Default batch of the few-shot eval sets (sequences per forward pass)."""
 

@@ -1,7 +1,8 @@
 """The evaluation door: score one model's methods on the target tasks -> tidy rows.
 
-    rows = evaluate_variant("metaicl", "runs/x/metatrained/metaicl/model", ["metaicl"], "runs/data/tasks-1a2b",
-                            ["last_token_00"], EvalConfig(), EpisodeConfig(), FinetuneConfig(), "ids:4097")
+    rows = evaluate_variant("metaicl", "runs/data/metatrain-metaicl-9f8e7d6c/model", ["metaicl"],
+                            "runs/data/tasks-1a2b", ["last_token_00"], EvalConfig(), EpisodeConfig(),
+                            FinetuneConfig(), "ids:4097")
     # [{"method": "metaicl", "task": "last_token_00", "k": 16, "seed": 100, "scoring": "sum",
     #   "metric": "macro_f1", "value": 0.93}, ...]
 

@@ -4,7 +4,8 @@
     evaluator(model)   # {"icl_novel": {"accuracy": 0.98, "loss": 0.05}, ...}
 
 Accuracy is the argmax over all L labels. Chance levels differ by set: on icl_novel and icl_swap a model that
-knows the answer is one of the two labels in its context but not which scores 1/2; on iwl chance is 1/L.
+knows the answer is one of the two labels in its context but not which scores 1/2; on iwl chance is 1/L
+(`metaicl.eval.config.chance_level`).
 """
 from __future__ import annotations
 
@@ -13,11 +14,6 @@ import torch.nn.functional as F
 
 from metaicl.eval.config import EvalConfig
 from pretrain_data.reader import FewShotReader
-
-
-def chance_level(eval_set: str, num_labels: int) -> float:
-    """Accuracy of guessing: between the two in-context labels for the ICL sets, among all L labels for iwl."""
-    return 0.5 if eval_set in ("icl_novel", "icl_swap") else 1.0 / num_labels
 
 
 class ICLEvaluator:

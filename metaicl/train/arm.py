@@ -4,30 +4,30 @@
                     EvalConfig()))
 
 Writes into the arm directory: checkpoints/, progress.json (live), model/ (final weights, safetensors), and last
-metrics.parquet (step, eval, metric, value), whose presence marks the arm complete.
+metrics.parquet (step, eval, metric, value), whose presence marks the arm complete. Importing this module does
+not import torch (the pipeline builds specs and checks `done` without it); running an arm does.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
-import torch
-from safetensors.torch import save_model
 
 from metaicl.core.io import atomic_dir, write_json, write_parquet
 from metaicl.core.seeding import seed_all
-from metaicl.data.fewshot import GlobalBatches
-from metaicl.eval.icl import EvalConfig, ICLEvaluator
+from metaicl.eval.config import EvalConfig
 from metaicl.models.config import ModelConfig
-from metaicl.models.icl_transformer import ICLTransformer
-from metaicl.train.checkpoint import Checkpointer
 from metaicl.train.config import TrainConfig
-from metaicl.train.loop import train_loop
 from pretrain_data.manifest import Manifest
 from pretrain_data.reader import FewShotReader
+
+if TYPE_CHECKING:
+    import torch
+
+    from metaicl.models.icl_transformer import ICLTransformer
 
 DONE_FILE = "metrics.parquet"
 
@@ -50,6 +50,8 @@ class ArmSpec:
 
 
 def build_model(spec: ArmSpec, manifest: Manifest) -> ICLTransformer:
+    from metaicl.models.icl_transformer import ICLTransformer
+
     data = manifest.config
     return ICLTransformer(spec.model, data["item_dim"], data["num_labels"], data["context_pairs"])
 
@@ -57,6 +59,13 @@ def build_model(spec: ArmSpec, manifest: Manifest) -> ICLTransformer:
 def run_arm(spec: ArmSpec, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
             wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
             report: Callable[[dict], None] = lambda m: None) -> list[dict]:
+    from safetensors.torch import save_model
+
+    from metaicl.data.fewshot import GlobalBatches
+    from metaicl.eval.icl import ICLEvaluator
+    from metaicl.train.checkpoint import Checkpointer
+    from metaicl.train.loop import train_loop
+
     out = Path(spec.out_dir)
     manifest = Manifest.read(spec.manifest_path)
     reader = FewShotReader(manifest)

@@ -1,14 +1,16 @@
 """Language-model stages on one rank, no Ray: pretraining on a token mixture, MetaICL meta-training on episodes.
 
-    LMStage("pretrain", "runs/x/pretrained", LMConfig(), TrainConfig(), stream="runs/data/zipf-1a2b/manifest.json",
-            vocab_size=4097).run()
-    LMStage("metaicl", "runs/x/metatrained/metaicl", LMConfig(), TrainConfig(), init="runs/x/pretrained/model",
+    LMStage("pretrain", "runs/data/pretrain-1a2b3c4d", LMConfig(), TrainConfig(),
+            stream="runs/data/zipf-1a2b/manifest.json", vocab_size=4097).run()
+    LMStage("metaicl", "runs/data/metatrain-metaicl-9f8e7d6c", LMConfig(), TrainConfig(),
+            init="runs/data/pretrain-1a2b3c4d/model",
             episodes=EpisodeData("runs/data/tasks-9f8e", ["first_token_00", ...], EpisodeConfig(), k=4,
                                  tokenizer="ids:4097", seed=0)).run()
 
 Writes into out_dir: checkpoints/ (resume), progress.json (live), model/ (Hugging Face format, loadable with
 `AutoModelForCausalLM.from_pretrained`) and last metrics.parquet, whose presence marks the stage complete.
-`ray_train.fit_arms` runs `LMStage.run` on Ray Train workers exactly as it runs the spine's arms.
+`ray_train.fit_arms` runs `LMStage.run` exactly as it runs the spine's arms. Importing this module does not import
+torch (the pipeline builds stages and checks `done` without it); running a stage does.
 
 Batches depend on the step only (never on rank count or restarts): pretraining reads windows
 [s*B, (s+1)*B) of the blended stream (cycling); meta-training draws episode i of step s with rng (seed, s, i):
@@ -18,20 +20,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
-from metaicl.data.fewshot import rank_rows
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
-from metaicl.train.checkpoint import Checkpointer
 from metaicl.train.config import TrainConfig
-from metaicl.train.loop import train_loop
+
+if TYPE_CHECKING:
+    import torch
 
 DONE_FILE = "metrics.parquet"
 EVAL_BATCH = 32
@@ -50,10 +51,14 @@ class StreamBatches:
         self.batch_size, self.rank, self.world = batch_size, rank, world
 
     def windows(self, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         ids = torch.from_numpy(self.stream.windows(positions).astype(np.int64))
         return ids, torch.ones_like(ids)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from metaicl.data.fewshot import rank_rows
+
         return self.windows(rank_rows(step, self.batch_size, len(self.stream), self.rank, self.world))
 
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +144,11 @@ class LMStage:
 
     def run(self, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
             wrap: Callable = lambda m: m, report: Callable[[dict], None] = lambda m: None) -> list[dict]:
+        import torch
+
+        from metaicl.train.checkpoint import Checkpointer
+        from metaicl.train.loop import train_loop
+
         out = Path(self.out_dir)
         seed_all(self.train.seed)
         model = build_lm(self.lm, self.vocab_size, init=self.init).to(device)

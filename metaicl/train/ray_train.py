@@ -140,17 +140,18 @@ def size_workers(specs: list[TrainingUnit], cpus: float | None = None) -> list[T
             for s in specs]
 
 
-def check_resources(specs: list[TrainingUnit], available: dict) -> None:
+def check_resources(specs: list[TrainingUnit], available: dict, group: str = "train") -> None:
     """A ConfigError, instead of a placement group that waits forever, when one arm's workers ask for more GPUs
-    or CPUs than the whole cluster has. (An autoscaling cluster reports what it has now: start its GPU nodes, or
-    set their min_workers, before submitting.)"""
+    or CPUs than the whole cluster has; `group` names the config group of their resources (train, metatrain).
+    (An autoscaling cluster reports what it has now: start its GPU nodes, or set their min_workers, before
+    submitting.)"""
     for spec in specs:
         t = spec.train
         need = {"CPU": (t.cpus_per_worker or 1) * t.num_workers,  # unset: sized later, at least 1
                 "GPU": t.gpus_per_worker * t.num_workers if t.use_gpu else 0}
         for kind, amount in need.items():
             if amount > available.get(kind, 0):
-                key = "train.use_gpu" if kind == "GPU" else "train.cpus_per_worker"
+                key = f"{group}.use_gpu" if kind == "GPU" else f"{group}.cpus_per_worker"
                 raise ConfigError(key, f"arm {spec.arm!r} needs {amount:g} {kind} ({t.num_workers} workers) but the "
                                        f"Ray cluster has {available.get(kind, 0):g}")
 
