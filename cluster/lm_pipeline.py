@@ -25,6 +25,7 @@ from metaicl.core.config import to_dict
 from metaicl.core.ray_local import init_ray
 from metaicl.eval.methods import META_VARIANTS, METHODS, variants_needed
 from metaicl.experiment import RESOURCE_KEYS, ExperimentConfig, run_dir
+from metaicl.models.lm import check_source
 from metaicl.train.lm import DONE_FILE, EpisodeData, LMStage
 from pretrain_data.build import build, target_dir
 from pretrain_data.manifest import Manifest
@@ -269,6 +270,8 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
 
     # Everything that can be wrong is found before the run directory exists: inputs, stages, starting models,
     # resources (a request Ray can never meet would wait forever)
+    if cfg.lm.name_or_path is not None:
+        check_source(cfg.lm.name_or_path)
     inputs = prepare_inputs(cfg, echo, progress, ray_once, build_data)
     pre, metas = training_stages(cfg, inputs, stages)
     pretraining = [pre] if pre is not None and "pretrain" in stages else []

@@ -77,6 +77,11 @@ def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_sessio
     assert capsys.readouterr().err.startswith("metaicl: config error: tasks.meta_train: ")
     assert main(["metatrain", *args, f"out_dir={tmp_path / 'metagpu'}", "eval.methods=[metaicl]"]) == 2
     assert capsys.readouterr().err.startswith("metaicl: config error: metatrain.use_gpu: arm 'metaicl' needs 1 GPU")
+    for missing, says in ((tmp_path / "no" / "model", "no such directory"), ("no-such-model", "Hugging Face cache"),
+                          (ROOT / "data", "no config.json")):  # was: transformers' OSError traceback
+        assert main(["eval", *args, f"out_dir={tmp_path / 'x'}", f"lm.name_or_path={missing}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("metaicl: config error: lm.name_or_path: ") and says in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
 
 

@@ -103,6 +103,27 @@ def build_lm(cfg: LMConfig, vocab_size: int | None = None, init: str | Path | No
     return AutoModelForCausalLM.from_config(lm_config(cfg, vocab_size))
 
 
+def check_source(source: str, key: str = "lm.name_or_path") -> None:
+    """A model to start from is a local Hugging Face directory, or a hub name `transformers` can load: online, or
+    offline (HF_HUB_OFFLINE=1, as locally) from the Hugging Face cache. Anything else is one ConfigError before
+    anything runs, not transformers' traceback from inside a Ray task."""
+    import os
+
+    path = Path(source)
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ConfigError(key, f"{source} is not a Hugging Face model directory (no config.json)")
+        return
+    if path.is_absolute() or source.startswith(".") or source.count("/") > 1:  # a path, not a hub name
+        raise ConfigError(key, f"{source}: no such directory")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(source, "config.json"), str):
+            raise ConfigError(key, f"{source}: no such directory, and not a model in the Hugging Face cache "
+                                   f"(offline: HF_HUB_OFFLINE=1)")
+
+
 def load_lm(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
