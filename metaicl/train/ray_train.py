@@ -48,8 +48,11 @@ def _worker(config: dict) -> None:
     # One torch thread per reserved CPU, whatever OMP_NUM_THREADS the worker process inherited.
     torch.set_num_threads(threads(config["spec"].train.cpus_per_worker))
     ctx = ray.train.get_context()
-    config["spec"].run(rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
-                       wrap=ray.train.torch.prepare_model, report=ray.train.report)
+    # Local mode picks CUDA whenever torch sees a GPU; a stage that asked for none stays on the CPU
+    device = ray.train.torch.get_device() if config["spec"].train.use_gpu else torch.device("cpu")
+    config["spec"].run(rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=device,
+                       wrap=lambda model: ray.train.torch.prepare_model(model, move_to_device=device),
+                       report=ray.train.report)
 
 
 def _local(spec: TrainingUnit) -> None:
