@@ -100,24 +100,18 @@ def pretrain_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.data_root).absolute() / f"pretrain-{hash8}"
 
 
-def metatrain_dir(cfg: ExperimentConfig, variant: str, init: str, tasks_path: str, meta_train: list[str]) -> Path:
+def metatrain_dir(cfg: ExperimentConfig, variant: str, init: str, tasks: str) -> Path:
     """A meta-training step's directory, named by the hash of what it reads: the model it starts from (`init`: the
-    pretraining step's name, or lm.name_or_path), the tasks and episodes it trains on, the model and meta-training
-    knobs. Like the pretraining step it lives in data_root: runs and sweep trials that differ only in evaluation
+    pretraining step's name, or lm.name_or_path), the tasks (`tasks`: a synthetic collection's name, or the
+    collection's path and tasks.meta_train) and episodes it trains on, the model and meta-training knobs. Shared
+    steps are read by name: the name is itself a hash, the same wherever data_root lies. Like the pretraining step it lives in data_root: runs and sweep trials that differ only in evaluation
     keys (eval.k, eval.seeds, methods scored by the same variant) share one meta-trained model."""
     method, demos = META_VARIANTS[variant]
-    reads = {"init": init, "tasks": tasks_path, "meta_train": list(meta_train), "variant": variant,
+    reads = {"init": init, "tasks": tasks, "meta_train": list(cfg.tasks.meta_train), "variant": variant,
              "episodes": to_dict(dataclasses.replace(cfg.episodes, method=method)),
              "k": cfg.metatrain.k if demos else 0, "lm": to_dict(cfg.lm), "metatrain": to_dict(cfg.metatrain)}
     hash8 = config_hash(reads, exclude=["lm.name_or_path", *(f"metatrain.{key}" for key in RESOURCE_KEYS)])[:8]
     return Path(cfg.data_root).absolute() / f"metatrain-{variant}-{hash8}"
-
-
-def step_name(path: str | Path) -> str:
-    """What a step's hash reads of another step or directory: a shared step's own name (pretrain-1a2b3c4d,
-    tasks-9f8e7d6c: itself a hash, the same wherever data_root lies), anything else its path."""
-    path = Path(path)
-    return path.name if path.name.startswith(("pretrain-", "tasks-")) else str(path)
 
 
 def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str, Path, bool]]]:
@@ -138,9 +132,10 @@ def plan_lm(cfg: ExperimentConfig, stages=STAGES) -> tuple[Path, list[tuple[str,
         steps.append(("pretrain", where, (where / DONE_FILE).exists()))
         init = where.name
     if "metatrain" in stages or "eval" in stages:
-        tasks = (str(root) if root else None) if cfg.tasks.synthetic is not None else cfg.tasks.path
+        tasks = ((root.name if root else None) if cfg.tasks.synthetic is not None else
+                 str(Path(cfg.tasks.path).absolute()))  # as prepare_inputs gives it
         for variant in [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]:
-            where = (metatrain_dir(cfg, variant, init, step_name(tasks), cfg.tasks.meta_train) if tasks else
+            where = (metatrain_dir(cfg, variant, init, tasks) if tasks else
                      Path(cfg.data_root) / f"metatrain-{variant}-<after data>")
             steps.append((f"metatrain [{variant}]", where, (where / DONE_FILE).exists()))
     if "eval" in stages:
@@ -166,8 +161,8 @@ def training_stages(cfg: ExperimentConfig, inputs: Inputs, stages=STAGES) -> tup
         data = EpisodeData(inputs.tasks_path, inputs.meta_train,
                            dataclasses.replace(cfg.episodes, method=method), cfg.metatrain.k if demos else 0,
                            inputs.tokenizer, cfg.metatrain.seed)
-        where = metatrain_dir(cfg, variant, step_name(pre.out_dir) if pre else base, step_name(inputs.tasks_path),
-                              cfg.tasks.meta_train)  # synthetic tasks: the collection's name says the split
+        tasks = Path(inputs.tasks_path).name if cfg.tasks.synthetic is not None else inputs.tasks_path
+        where = metatrain_dir(cfg, variant, Path(pre.out_dir).name if pre else base, tasks)
         metas.append(LMStage(variant, str(where), cfg.lm, cfg.metatrain, init=base, episodes=data))
     return pre, metas
 
@@ -276,7 +271,7 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
     pre, metas = training_stages(cfg, inputs, stages)
     pretraining = [pre] if pre is not None and "pretrain" in stages else []
     metatraining = metas if "metatrain" in stages else []
-    if metatraining and not pretraining:
+    if metatraining and not pretraining:  # with pretraining, it makes the model they start from
         check_starts(metatraining, "metatrain")
     if stages == ("eval",):
         model_dirs(cfg, pre, metas)
@@ -290,7 +285,6 @@ def run_lm(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Calla
     if pretraining:
         fit_specs(pretraining, out, echo, progress, "pretrain", cpus)
     if metatraining:
-        check_starts(metatraining, "metatrain")
         fit_specs(metatraining, out, echo, progress, "metatrain", cpus)
     if "eval" in stages:
         ray_once()

@@ -10,8 +10,9 @@
 - Shared stages run once: the sweep builds every distinct data directory first (Ray tasks), writes language
   models' task collections and trains each distinct pretraining step, then each distinct meta-training step;
   then the trials train what is theirs alone and evaluate.
-- Ray Tune runs the trials (`max_concurrent_trials`); a trial holds a sliver of a CPU, and its arms' Ray Train
-  workers hold the real resources (Ray Train inside a Tune function trainable, as Ray recommends).
+- Ray Tune runs the trials (`max_concurrent_trials`); a trial reserves no CPU of its own, and its stages'
+  training tasks or Ray Train workers hold the real resources (Ray Train inside a Tune function trainable, as Ray
+  recommends), sized from the trial's share of the cluster.
 - At the end the sweep is aggregated (aggregate.parquet) and reported (report.md, report.html).
 """
 from __future__ import annotations
@@ -137,12 +138,13 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
     root.mkdir(parents=True, exist_ok=True)
     write_text(root / "sweep.yaml", to_yaml(base))
     if todo:
-        ray = init_ray(base.cluster)
+        init_ray(base.cluster)
         build_shared_data(todo, echo)
         train_shared(todo, root, echo)
+        from metaicl.train.ray_train import cluster_cpus
+
         # Trials that run at once share the cluster's CPUs: each trial's stages size their workers from its share
-        concurrent = min(len(todo), base.sweep.max_concurrent_trials)
-        share = ray.cluster_resources().get("CPU", 0) / concurrent
+        share = cluster_cpus()[0] / min(len(todo), base.sweep.max_concurrent_trials)
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, trials=todo, cpus=share), TRIAL_RESOURCES),
             param_space={"trial": tune.grid_search(list(range(len(todo))))},

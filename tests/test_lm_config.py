@@ -111,7 +111,7 @@ def test_meta_training_is_one_step_shared_by_configs_that_differ_only_in_evaluat
 
     def where(*overrides, variant="metaicl", init="pretrain-00000000", tasks="tasks-00000000"):
         cfg = load_config(ExperimentConfig, SYNTHETIC, list(overrides))[0]
-        return metatrain_dir(cfg, variant, init, tasks, cfg.tasks.meta_train)
+        return metatrain_dir(cfg, variant, init, tasks)
 
     base = where()
     assert base.parent.name == "data" and base.name.startswith("metatrain-metaicl-")

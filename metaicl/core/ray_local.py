@@ -83,9 +83,9 @@ def quiet_ray_logs() -> None:
     """Runs in every Ray worker process (runtime_env worker_process_setup_hook). Ray Train's placement-group
     cleaner warns every few seconds that the State API is unavailable, which is expected: that API is served by
     the dashboard, which stays off locally. A one-worker stage runs in Ray Train's local mode, which logs at INFO
-    that it does, every report and every model it moves to a device. And Ray Train logs every report at INFO through a logger named by its
-    file path (so RunConfig's LoggingConfig, which filters `ray.train.*`, misses it); our own progress bars say
-    the same. Warnings and errors of both still surface."""
+    that it does, every report and every model it moves to a device. And Ray Train logs every report at INFO
+    through a logger named by its file path (so RunConfig's LoggingConfig, which filters `ray.train.*`, misses
+    it); our own progress bars say the same. Warnings and errors of all of them still surface."""
     import logging
 
     import ray
