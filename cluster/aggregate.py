@@ -55,10 +55,10 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def arm_card(run: Path, arm_name: str, arm: ExperimentConfig) -> dict:
-    """The statistics card the arm trained on: the copy in its arm directory, else its data directory's (the
+    """The statistics card the arm trained on: the run's copy (cards/<arm>.json), else its data directory's (the
     token mixture a language model pretrained on, or the classifier's few-shot data)."""
     data = arm.pretrain if arm.pretrain is not None else arm.data
-    paths = [run / "arms" / arm_name / "data_stats.json"]
+    paths = [run / "cards" / f"{arm_name}.json"]
     paths += [target_dir(data, arm.data_root) / "stats.json"] if data is not None else []
     for path in paths:
         if path.exists():

@@ -1,9 +1,17 @@
-"""One experiment config -> data -> training (every arm) -> results.parquet -> report.md.
+"""One experiment config -> its steps -> the run's results.parquet + report.md, for every kind of experiment.
 
-    run_dir = run(cfg, resolved_yaml)
+    run_dir = run(cfg, resolved_yaml)                      # every stage
+    run(cfg, resolved_yaml, stages=("eval",))              # one stage of an LM experiment (its inputs must exist)
 
-Stages are skipped when their output exists (data: manifest.json; an arm: its metrics.parquet; the results:
-results.parquet and report.md), and the run says so. Ray is started only if some stage still has work.
+The steps (cluster.steps) are data -> tasks -> pretrain -> metatrain: the classifier's steps are each arm's data and
+training (`train [arm]`, the classifier's pretraining), a language model's its mixture, task collection, pretraining
+and meta-trained variants (cluster.lm_pipeline). Each lives in data_root under the hash of what it reads and is
+shared by every run and sweep trial that needs it. The run itself evaluates (a language model: MetaICL's table; the
+classifier was measured during training) and writes results.parquet and report.md into the run directory, named by
+the hash of the whole config.
+
+Everything that can be wrong is found before the run directory exists: the inputs, the training steps, the
+starting models, the resources (a request Ray can never meet would wait forever). Ray starts only for work.
 """
 from __future__ import annotations
 
@@ -15,136 +23,177 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
+from metaicl.core.config import to_dict
 from metaicl.core.errors import ConfigError
-from metaicl.core.io import copy_file, read_json, write_parquet, write_text
+from metaicl.core.hashing import config_hash
+from metaicl.core.io import copy_file, read_json, write_json, write_parquet, write_text
 from metaicl.core.ray_local import init_ray
-from metaicl.experiment import ExperimentConfig, run_dir as resolve_run_dir
+from metaicl.experiment import RESOURCE_KEYS, ExperimentConfig, run_dir
 from metaicl.train.arm import DONE_FILE, ArmSpec
-from pretrain_data.build import build, data_dir
+from pretrain_data.build import build, target_dir
 from cluster.report import data_section, summary, write_report
 from cluster.results import training_rows
+from cluster.steps import Step, execute, format_plan
+
+STAGES = ("pretrain", "metatrain", "eval")
+INPUTS = ("data", "tasks")
+"""Steps every stage reads: built by a run when missing (a sweep builds its trials' before they start)."""
 
 
-def arm_specs(arms: dict[str, ExperimentConfig], out: Path) -> dict[str, ArmSpec]:
-    """What each arm's trainer needs: its data manifest, output directory and model/train/eval configs."""
-    specs = {}
-    for name, arm in arms.items():
-        manifest = data_dir(arm.data, arm.data_root) / "manifest.json"
-        specs[name] = ArmSpec(name, str(manifest.absolute()), str((out / "arms" / name).absolute()),
-                              arm.model, arm.train, arm.eval)
-    return specs
+def train_dir(arm: ExperimentConfig) -> Path:
+    """A classifier arm's training step, named by what it reads: its data (the data directory's name, itself a
+    hash), the model, the training knobs that change the result and the eval sets measured while it trains."""
+    reads = {"data": target_dir(arm.data, arm.data_root).name, "model": to_dict(arm.model),
+             "train": to_dict(arm.train), "eval_sets": list(arm.eval.sets)}
+    hash8 = config_hash(reads, exclude=[f"train.{key}" for key in RESOURCE_KEYS])[:8]
+    return Path(arm.data_root).absolute() / f"train-{hash8}"
 
 
-def collect_results(specs: dict[str, ArmSpec], out: Path) -> pd.DataFrame:
-    """Every arm's metrics (stage `train`, seed = the training seed) as the run's tidy results.parquet."""
-    results = pd.concat([training_rows(pd.read_parquet(Path(spec.out_dir) / DONE_FILE), out.name, name, "train",
-                                       spec.train.seed) for name, spec in specs.items()], ignore_index=True)
-    write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
-    return results
+def classifier_steps(cfg: ExperimentConfig) -> list[Step]:
+    """Each arm's data, then its training (ArmSpec)."""
+    steps = []
+    for name in cfg.arm_names():
+        arm = cfg.arm(name)
+        where = target_dir(arm.data, arm.data_root).absolute()
+        steps.append(Step(f"data [{name}]", "data", where, "manifest.json",
+                          make=lambda progress, arm=arm: build(arm.data, arm.data_root, progress=progress)))
+        spec = ArmSpec(name, str(where / "manifest.json"), str(train_dir(arm)), arm.model, arm.train, arm.eval)
+        steps.append(Step(f"train [{name}]", "pretrain", Path(spec.out_dir), DONE_FILE, spec=spec))
+    return steps
 
 
-def fit_specs(specs: list, out: Path, echo: Callable[[str], None], progress: bool, what: str,
-              cpus: float | None = None) -> None:
-    """Train every spec not done yet (arms of the spine, LM stages) with Ray Train, one progress bar each; say
-    which were done already and how long the rest took. They share `cpus` (default: the cluster's CPUs;
-    `metaicl.train.ray_train.size_workers`). Ray must be started."""
-    for spec in specs:
-        if spec.done:
-            echo(f"{what} [{spec.arm}]: done already, skipping")
-    todo = [s for s in specs if not s.done]
-    if not todo:
-        return
-    from cluster.progress import ProgressMonitor
-    from metaicl.train.ray_train import fit_arms
+def plan(cfg: ExperimentConfig, stages=STAGES) -> list[Step]:
+    """The steps of `cfg` (those of the LM `stages` that are named, and what they read), as far as the disk names
+    them now."""
+    if cfg.kind == "lm":
+        from cluster.lm_pipeline import lm_steps
 
-    for spec in todo:
-        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    with ProgressMonitor({s.arm: Path(s.out_dir) for s in todo}, {s.arm: s.train.steps for s in todo},
-                         enabled=progress):
-        fit_arms(todo, out / "ray", cpus)
-    echo(f"{what}: {', '.join(s.arm for s in todo)} finished in {time.perf_counter() - t:.1f}s")
+        return lm_steps(cfg, stages)
+    return classifier_steps(cfg)
 
 
-def format_plan(out: Path, steps: list[tuple[str, Path, bool]]) -> str:
-    """`metaicl run --dry-run`: every step with its directory and whether it is done; nothing is started."""
-    width = max(len(name) for name, _, _ in steps)
-    lines = [f"run {out}: {sum(not done for _, _, done in steps)} of {len(steps)} steps to run"]
-    lines += [f"  {name:<{width}}  {'done  ' if done else 'to run'}  {where}" for name, where, done in steps]
-    return "\n".join(lines)
+def finished(out: Path) -> bool:
+    return (out / "results.parquet").exists() and (out / "report.md").exists()
 
 
-def plan(cfg: ExperimentConfig) -> tuple[Path, list[tuple[str, Path, bool]]]:
-    """(run directory, steps): each arm's data, each arm's training, the run's results; (name, where, done)."""
-    out = resolve_run_dir(cfg)
-    specs = arm_specs({name: cfg.arm(name) for name in cfg.arm_names()}, out)
-    steps = [(f"data [{n}]", Path(s.manifest_path).parent, Path(s.manifest_path).exists()) for n, s in specs.items()]
-    steps += [(f"train [{n}]", Path(s.out_dir), s.done) for n, s in specs.items()]
-    steps.append(("results", out, (out / "results.parquet").exists() and (out / "report.md").exists()))
-    return out, steps
+def dry_run(cfg: ExperimentConfig, stages=STAGES) -> str:
+    """`metaicl run --dry-run`: every step, its directory, done or to run; then the run's own results."""
+    out = run_dir(cfg)
+    steps = plan(cfg, stages)
+    if cfg.kind == "lm" and "eval" not in stages:
+        return format_plan(out, steps, None)
+    return format_plan(out, steps, ("eval" if cfg.kind == "lm" else "results", finished(out)))
 
 
-def run(cfg: ExperimentConfig, resolved_yaml: str, echo: Callable[[str], None] = print,
+def run(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable[[str], None] = print,
         progress: bool | None = None, build_data: bool = True, cpus: float | None = None) -> Path:
-    """`build_data=False` (a sweep trial, whose data the sweep built first): missing data is an error, never built
-    inside the trial's own placement group. `cpus`: what the run's arms share (a sweep trial's share of the
-    cluster; default: the cluster's CPUs)."""
+    """`build_data=False` (a sweep trial, whose inputs and shared steps the sweep made first): missing data is an
+    error, never built inside the trial. `cpus`: what the steps that train together share (a sweep trial's share
+    of the cluster; default: the cluster's CPUs)."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
-    out = resolve_run_dir(cfg)
-    arms = {name: cfg.arm(name) for name in cfg.arm_names()}
-    specs = arm_specs(arms, out)
-    if (out / "results.parquet").exists() and (out / "report.md").exists():
-        echo(f"run {out}: every stage is done (data, {len(specs)} arms, results); reusing it")
-        echo(summary(out, cfg.data.num_labels))
+    lm = cfg.kind == "lm"
+    out = run_dir(cfg)
+    evaluates = "eval" in stages or not lm
+    if evaluates and finished(out):
+        echo(f"run {out}: every stage is done; reusing it")
+        echo(headline(cfg, out))
         return out
-    missing = [s.manifest_path for s in specs.values() if not Path(s.manifest_path).exists()]
-    if missing and not build_data:  # checked before anything of the run is written
-        raise ConfigError("data_root", f"no data at {', '.join(missing)}: a sweep builds every trial's data "
-                                       f"before its trials start")
-    ray_started = False
+    ray_started = []
 
     def ray_once():
-        nonlocal ray_started
         if not ray_started:
             t = time.perf_counter()
             init_ray(cfg.cluster)
-            ray_started = True
+            ray_started.append(True)
             echo(f"ray: {cfg.cluster.address} ready in {time.perf_counter() - t:.1f}s")
 
-    if any(not s.done for s in specs.values()):  # resources the cluster cannot give are an error up front
-        from metaicl.train.ray_train import check_resources
+    if lm:
+        from cluster.lm_pipeline import check_lm
 
+        check_lm(cfg, stages)  # what needs no data: the starting model, the tasks meta-training needs
+    def trains(steps: list[Step]) -> list[Step]:  # the training steps this command makes
+        return [s for s in steps if s.spec is not None and (not lm or s.stage in stages)]
+
+    todo = [s for s in trains(plan(cfg, stages)) if not s.done]  # resources: checked before data is built
+    if todo or (lm and "eval" in stages):
         ray_once()
-        import ray
+        check_cluster(cfg, todo, evaluates=lm and "eval" in stages)
+    steps = execute(lambda: plan(cfg, stages), lambda s: build_data and s.stage in INPUTS, echo, ray_once,
+                    progress=progress)
+    missing = [str(s.where) for s in steps if s.stage in INPUTS and not s.done]
+    if missing:  # checked before anything of the run is written
+        raise ConfigError("data_root", f"no data at {', '.join(missing)}: a sweep builds every trial's data "
+                                       f"before its trials start")
+    training = trains(steps)
+    if lm:
+        from cluster.lm_pipeline import check_lm_steps
 
-        check_resources([s for s in specs.values() if not s.done], ray.cluster_resources())
+        check_lm_steps(cfg, stages, steps, training)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", resolved_yaml)
     echo(f"run {out}")
+    chosen = {s.where for s in training}
+    steps = execute(lambda: plan(cfg, stages), lambda s: s.where in chosen, echo, ray_once, out / "ray", progress,
+                    cpus)
+    write_json(out / "steps.json", {s.name: str(s.where) for s in steps})  # what this run read, by directory
+    if evaluates:
+        copy_cards(cfg, out)
+        if lm:
+            from cluster.lm_pipeline import evaluate_run
 
-    for name, spec in specs.items():
-        manifest_path = Path(spec.manifest_path)
-        if manifest_path.exists():
-            echo(f"data [{name}]: reusing {manifest_path.parent}")
-        else:
             ray_once()
-            t = time.perf_counter()
-            build(arms[name].data, arms[name].data_root, progress=progress)
-            echo(f"data [{name}]: built {manifest_path.parent} in {time.perf_counter() - t:.1f}s")
-        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
-        copy_file(manifest_path, Path(spec.out_dir) / "data_manifest.json")
-        if (manifest_path.parent / "stats.json").exists():  # the run carries its data's card (aggregation)
-            copy_file(manifest_path.parent / "stats.json", Path(spec.out_dir) / "data_stats.json")
-
-    if any(not s.done for s in specs.values()):
-        ray_once()
-    fit_specs(list(specs.values()), out, echo, progress, "train", cpus)
-
-    collect_results(specs, out)
-    cards = {name: read_json(Path(spec.manifest_path).parent / "stats.json") for name, spec in specs.items()
-             if (Path(spec.manifest_path).parent / "stats.json").exists()}
-    table = write_report(out, cfg.name, cfg.data.num_labels, notes=data_section(cards) if cards else "")
-    echo(table)
-    echo(f"results: {out / 'results.parquet'}, report: {out / 'report.md'} ({time.perf_counter() - started:.0f}s)")
+            evaluate_run(cfg, out, steps, echo, cpus)
+        else:
+            collect_results(cfg, out, steps)
+        echo(headline(cfg, out))
+        echo(f"results: {out / 'results.parquet'}, report: {out / 'report.md'}")
+    echo(f"run {out}: {', '.join(stages) if lm else 'every stage'} done in {time.perf_counter() - started:.0f}s")
     return out
+
+
+def check_cluster(cfg: ExperimentConfig, todo: list[Step], evaluates: bool) -> None:
+    """Training steps and evaluation tasks that ask for more than the Ray cluster has are one ConfigError, not a
+    request that waits forever. Ray must be started."""
+    import ray
+
+    from metaicl.train.ray_train import check_resources
+
+    have = ray.cluster_resources()
+    check_resources([s.spec for s in todo if s.stage == "pretrain"], have, "train")
+    check_resources([s.spec for s in todo if s.stage == "metatrain"], have, "metatrain")
+    e = cfg.eval
+    if evaluates and e.use_gpu and e.gpus_per_worker > have.get("GPU", 0):
+        raise ConfigError("eval.use_gpu", f"evaluation asks for {e.gpus_per_worker:g} GPU per model but the Ray "
+                                          f"cluster has {have.get('GPU', 0):g}: set eval.use_gpu=false")
+
+
+def copy_cards(cfg: ExperimentConfig, out: Path) -> None:
+    """The statistics card of each arm's data, copied into the run (cards/<arm>.json): a run carries what its data
+    measured, wherever data_root is (aggregation reads it)."""
+    for name in cfg.arm_names():
+        arm = cfg.arm(name)
+        data = arm.pretrain if arm.pretrain is not None else arm.data
+        card = target_dir(data, arm.data_root) / "stats.json" if data is not None else None
+        if card is not None and card.exists():
+            copy_file(card, out / "cards" / f"{name}.json")
+
+
+def collect_results(cfg: ExperimentConfig, out: Path, steps: list[Step]) -> None:
+    """Every arm's metrics (stage `train`, seed = the training seed) as the run's results.parquet, and its report."""
+    arms = [s.spec for s in steps if s.spec is not None]
+    results = pd.concat([training_rows(pd.read_parquet(Path(spec.out_dir) / DONE_FILE), out.name, spec.arm, "train",
+                                       spec.train.seed) for spec in arms], ignore_index=True)
+    write_parquet(out / "results.parquet", pa.Table.from_pandas(results, preserve_index=False))
+    cards = {name: read_json(out / "cards" / f"{name}.json") for name in cfg.arm_names()
+             if (out / "cards" / f"{name}.json").exists()}
+    write_report(out, cfg.name, cfg.data.num_labels, notes=data_section(cards) if cards else "")
+
+
+def headline(cfg: ExperimentConfig, out: Path) -> str:
+    """The table a finished run prints: final accuracies (classifier), MetaICL's headline rows (language model)."""
+    if cfg.kind == "lm":
+        from cluster.lm_report import headline as lm_headline
+
+        return lm_headline(pd.read_parquet(out / "results.parquet"))
+    return summary(out, cfg.data.num_labels)

@@ -2,14 +2,15 @@
 
     root = run_sweep("configs/sweeps/burstiness_zipf.yaml", ["sweep.max_concurrent_trials=2"])
 
-- Each trial is the base config plus its overrides, run by `cluster.pipeline.run` (a classifier) or
-  `cluster.lm_pipeline.run_lm` (a language model) in its own content-hashed run directory `<sweep root>/<name>-<hash8>` (sweep root: `out_dir`, else `<runs_root>/<name>-sweep`).
+- Each trial is the base config plus its overrides, run by `cluster.pipeline.run` (any kind of experiment) in its
+  own content-hashed run directory `<sweep root>/<name>-<hash8>` (sweep root: `out_dir`, else
+  `<runs_root>/<name>-sweep`).
 - Every trial config is loaded and validated before anything runs: a bad grid value is one error.
 - Finished trials (results.parquet + report.md present) are skipped, so resubmitting a sweep runs only what is
   missing and an interrupted sweep resumes (an interrupted arm resumes from its latest checkpoint).
-- Shared stages run once: the sweep builds every distinct data directory first (Ray tasks), writes language
-  models' task collections and trains each distinct pretraining step, then each distinct meta-training step;
-  then the trials train what is theirs alone and evaluate.
+- Shared steps run once (cluster.steps): the sweep builds every distinct data directory and task collection first,
+  then trains every step that several trials need (a pretrained model shared by trials that differ only in
+  meta-training keys); the trials then train what is theirs alone and evaluate.
 - Ray Tune runs the trials (`max_concurrent_trials`); a trial reserves no CPU of its own, and its stages'
   training tasks or Ray Train workers hold the real resources (Ray Train inside a Tune function trainable, as Ray
   recommends), sized from the trial's share of the cluster.
@@ -17,9 +18,9 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,7 +33,6 @@ from metaicl.core.io import write_parquet, write_text
 from metaicl.core.ray_local import init_ray
 from metaicl.experiment import ExperimentConfig, run_dir
 from cluster.report import last_accuracy
-from pretrain_data.build import build, target_dir
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1 << 20}
 """What a trial itself reserves: 1 MiB of memory and no CPU. It only waits on its arms' Ray Train workers, which
@@ -73,54 +73,39 @@ def is_done(path: Path) -> bool:
     return (path / "results.parquet").exists() and (path / "report.md").exists()
 
 
-def build_shared_data(trials: list[dict], echo: Callable[[str], None]) -> None:
-    """Every distinct data directory the trials need (few-shot data, token mixtures), built once before any trial
-    trains; then each language-model trial's task collection."""
-    seen = {}
-    for trial in trials:
-        cfg = trial["cfg"]
-        for name in cfg.arm_names():
-            arm = cfg.arm(name)
-            data = arm.pretrain if arm.pretrain is not None else arm.data
-            seen.setdefault(target_dir(data, arm.data_root), (data, arm.data_root))
-    todo = [(where, spec) for where, spec in seen.items() if not (where / "manifest.json").exists()]
-    for where, (data, data_root) in todo:
-        build(data, data_root, progress=False)
-    echo(f"data: {len(seen)} distinct data directories ({len(todo)} built, {len(seen) - len(todo)} reused)")
+def make_shared(trials: list[dict], root: Path, echo: Callable[[str], None]) -> None:
+    """Before any trial starts: every trial's inputs (data directories, task collections), then every training step
+    (cluster.steps) that more than one trial needs, e.g. the one pretrained model of trials that differ only in
+    meta-training keys. Each is made once; a trial then makes only the steps that are its alone, so no two trials
+    ever write one step."""
+    from cluster.pipeline import INPUTS, plan
+    from cluster.steps import execute, unique
 
+    needs = Counter()
 
-def train_shared(trials: list[dict], root: Path, echo: Callable[[str], None]) -> None:
-    """Every distinct pretraining step of the language-model trials, then every distinct meta-training step, each
-    trained once (concurrently) before the trials, which then find them done: trials that differ only in
-    meta-training keys share a pretrained model, trials that differ only in evaluation keys a meta-trained one."""
-    from cluster.lm_pipeline import prepare_inputs, training_stages
-    from cluster.pipeline import fit_specs
+    def plans():
+        per_trial = [unique(plan(t["cfg"])) for t in trials]
+        needs.clear()
+        needs.update(s.where for steps in per_trial for s in steps if s.known)
+        return [s for steps in per_trial for s in steps]
 
-    pres, metas = {}, {}
-    for cfg in (t["cfg"] for t in trials if t["cfg"].kind == "lm"):
-        pre, meta = training_stages(cfg, prepare_inputs(cfg, lambda _: None, False, lambda: None))
-        for stage, into in [(pre, pres)] * (pre is not None) + [(m, metas) for m in meta]:
-            # named by their directories (pretrain-1a2b3c4d, metatrain-metaicl-9f8e7d6c): several train at once
-            into.setdefault(stage.out_dir, dataclasses.replace(stage, arm=Path(stage.out_dir).name))
-    if pres:
-        fit_specs(list(pres.values()), root, echo, False, "pretrain")
-        echo(f"pretrain: {len(pres)} distinct pretrained models for the language-model trials")
-    if metas:
-        fit_specs(list(metas.values()), root, echo, False, "metatrain")
-        echo(f"metatrain: {len(metas)} distinct meta-trained models for the language-model trials")
+    steps = execute(plans, lambda s: s.stage in INPUTS or needs[s.where] > 1, lambda _: None, lambda: None,
+                    root / "ray")
+    inputs = [s for s in steps if s.stage in INPUTS]
+    shared = [s for s in steps if s.stage not in INPUTS and needs[s.where] > 1]
+    echo(f"shared steps: {len(inputs)} data and task directories; {len(shared)} training steps that several trials "
+         f"need" + "".join(f"\n  {s.name}: {s.where.name} ({needs[s.where]} trials)" for s in shared))
 
 
 def _trial(config: dict, trials: list[dict], cpus: float | None = None) -> None:
     """Ray Tune function trainable: one full pipeline run (the classifier's or a language model's)."""
     from ray import tune
 
-    from cluster.lm_pipeline import run_lm
     from cluster.pipeline import run
 
     trial = trials[config["trial"]]
     started = time.perf_counter()
-    runner = run_lm if trial["cfg"].kind == "lm" else run
-    out = runner(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False, cpus=cpus)
+    out = run(trial["cfg"], trial["yaml"], echo=lambda _: None, progress=False, build_data=False, cpus=cpus)
     final = last_accuracy(pd.read_parquet(out / "results.parquet"))
     metrics = {f"{r.arm}/{r.task}": float(r.value) for r in final.itertuples()}  # what trackers log
     tune.report({"run_dir": str(out), "seconds": round(time.perf_counter() - started, 1), **metrics})
@@ -139,8 +124,7 @@ def run_sweep(config_path: str | Path, overrides: Sequence[str] = (), echo: Call
     write_text(root / "sweep.yaml", to_yaml(base))
     if todo:
         init_ray(base.cluster)
-        build_shared_data(todo, echo)
-        train_shared(todo, root, echo)
+        make_shared(todo, root, echo)
         from metaicl.train.ray_train import cluster_cpus
 
         # Trials that run at once share the cluster's CPUs: each trial's stages size their workers from its share

@@ -27,21 +27,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("lm", f"`metaicl {args.command}` runs a stage of a language-model experiment: the "
                                 f"config needs an `lm:` group (e.g. configs/metaicl_synthetic.yaml)")
     cfg.check_trainable()
-    if args.dry_run:
-        from cluster.lm_pipeline import plan_lm
-        from cluster.pipeline import format_plan, plan
+    from cluster.pipeline import dry_run, run
 
-        print(format_plan(*(plan_lm(cfg, stages) if cfg.kind == "lm" else plan(cfg))))
+    if args.dry_run:
+        print(dry_run(cfg, stages))
         return 0
     prepare_env(local=cfg.cluster.address == "local")
-    if cfg.kind == "lm":
-        from cluster.lm_pipeline import run_lm
-
-        run_lm(cfg, to_yaml(resolved), stages=stages, progress=None)
-        return 0
-    from cluster.pipeline import run
-
-    run(cfg, to_yaml(resolved), progress=None)
+    run(cfg, to_yaml(resolved), stages=stages, progress=None)
     return 0
 
 

@@ -45,6 +45,7 @@ GROUPS = ("data", "pretrain", "model", "lm", "tasks", "episodes", "train", "meta
 RESOURCE_KEYS = ("num_workers", "grad_accum", "cpus_per_worker", "use_gpu", "gpus_per_worker", "log_every",
                  "ckpt_every", "max_failures")
 NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "eval.batch_size", "eval.fast",
+                "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker",
                 *(f"{group}.{key}" for group in ("train", "metatrain") for key in RESOURCE_KEYS))
 """Knobs left out of the run hash: where things go, how many resources they use and how fast evaluation runs, not
 what is computed. `lm.name_or_path` stays in: another starting model is another experiment."""
@@ -281,7 +282,7 @@ def run_hash(cfg: ExperimentConfig) -> str:
 
 
 _LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
-            "eval.max_test_examples")
+            "eval.max_test_examples", "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker")
 OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
 """Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 

@@ -14,7 +14,8 @@ construction and only the demonstrations reveal the mapping, which is what makes
 Layout of `out_dir` (written whole or not at all, byte-identical for the same config and token range):
   <task>/<task>_train.jsonl   the demonstration pool: {"task", "input", "output", "options"} per line
   <task>/<task>_test.jsonl    the queries, same format; classes balanced (counts differ by at most one)
-  families.json               {"config", "token_range", "families": {family: [task]}, "splits": {...}}
+  families.json               {"config", "token_range", "families": {family: [task]}, "splits": {...},
+                               "tokenizer": what reads the text (metaicl.data.tokenizer.TokenizerSpec)}
 """
 from __future__ import annotations
 
@@ -258,7 +259,8 @@ def build_task_families(cfg: TaskFamiliesConfig, token_range: tuple[int, int], o
         families = {f: [write_task(cfg, token_range, f, i, tmp) for i in range(n)] for f, n in counts.items()}
         info = {"config": asdict(cfg), "token_range": list(token_range), "families": families,
                 "splits": {"meta_train": [t for f in cfg.meta_train_families for t in families[f]],
-                           "eval": [t for f in cfg.eval_families for t in families[f]]}}
+                           "eval": [t for f in cfg.eval_families for t in families[f]]},
+                "tokenizer": {"kind": "ids", "vocab_size": token_range[1]}}  # every id of the text is below it
         write_json(tmp / "families.json", info)
     return info
 

@@ -30,12 +30,12 @@ def test_two_ddp_workers_train_the_same_model_as_one(tiny_data_manifest, tmp_pat
     import torch
     from safetensors.torch import load_file
 
-    from cluster.pipeline import arm_specs
+    from cluster.pipeline import classifier_steps
     from metaicl.train.arm import run_arm
     from metaicl.train.ray_train import fit_arm
 
     cfg, root, _ = tiny_data_manifest
-    base = arm_specs({"bursty": cfg.arm("bursty")}, root / "run")["bursty"]
+    [base] = [s.spec for s in classifier_steps(cfg) if s.name == "train [bursty]"]
     one = dataclasses.replace(base, out_dir=str(tmp_path / "one"))
     two = dataclasses.replace(base, out_dir=str(tmp_path / "two"), train=dataclasses.replace(base.train, num_workers=2))
     run_arm(one)
@@ -55,12 +55,12 @@ def test_one_worker_trains_in_a_ray_task_the_same_model_as_in_process(tiny_data_
     import torch
     from safetensors.torch import load_file
 
-    from cluster.pipeline import arm_specs
+    from cluster.pipeline import classifier_steps
     from metaicl.train.arm import run_arm
     from metaicl.train.ray_train import fit_arm
 
     cfg, root, _ = tiny_data_manifest
-    base = arm_specs({"bursty": cfg.arm("bursty")}, root / "run")["bursty"]
+    [base] = [s.spec for s in classifier_steps(cfg) if s.name == "train [bursty]"]
     base = dataclasses.replace(base, train=dataclasses.replace(base.train, cpus_per_worker=1))
     torch.set_num_threads(1)
     run_arm(dataclasses.replace(base, out_dir=str(tmp_path / "here")))

@@ -6,7 +6,7 @@ import pytest
 from metaicl.core.errors import ConfigError
 from metaicl.data.episodes import EpisodeConfig, score_request, train_sequence
 from metaicl.data.tasks import Example, Task, read_jsonl, sample_demos
-from metaicl.data.tokenizer import HFTokenizer, IdTokenizer, load_tokenizer
+from metaicl.data.tokenizer import HFTokenizer, IdTokenizer, TokenizerSpec, load_tokenizer
 from pretrain_data.text import EOT, train_tokenizer
 from tests.conftest import ROOT
 
@@ -49,10 +49,12 @@ def test_id_tokenizer_names_a_bad_word(word):
 
 
 def test_load_tokenizer_specs(bpe, tmp_path):
-    assert isinstance(load_tokenizer("ids:64"), IdTokenizer) and load_tokenizer("ids:64").vocab_size == 64
-    from_json = load_tokenizer(bpe)
+    ids = load_tokenizer(TokenizerSpec("ids", vocab_size=64))
+    assert isinstance(ids, IdTokenizer) and ids.vocab_size == 64
+    from_json = load_tokenizer(TokenizerSpec("local", path=bpe))
     assert isinstance(from_json, HFTokenizer) and from_json.bos_id == 0  # <|endoftext|> is id 0
-    for bad in ("ids:x", str(tmp_path / "missing.json"), "gpt2"):
+    for bad in (TokenizerSpec("ids"), TokenizerSpec("local", path=str(tmp_path / "missing.json")),
+                TokenizerSpec("local", path="gpt2"), TokenizerSpec("bpe", path=str(bpe))):
         with pytest.raises(ConfigError):
             load_tokenizer(bad)
 

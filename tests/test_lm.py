@@ -10,6 +10,7 @@ import torch
 
 from metaicl.core.errors import ConfigError
 from metaicl.data.episodes import EpisodeConfig
+from metaicl.data.tokenizer import TokenizerSpec
 from metaicl.models.lm import LMConfig, build_lm, count_params, save_lm
 from metaicl.train.config import TrainConfig
 from metaicl.models.lm import lm_loss
@@ -107,7 +108,7 @@ def test_metatraining_starts_from_the_given_model_and_lowers_the_episode_loss(mi
     base.run()
     data = EpisodeData(str(tmp_path / "tasks"), families["splits"]["meta_train"],
                        EpisodeConfig(input_sep=" ", example_sep="\n", max_length=32), k=2,
-                       tokenizer=f"ids:{mixture.vocab_size}")
+                       tokenizer=TokenizerSpec(**families["tokenizer"]))  # the collection says how to read it
     stage = LMStage("metaicl", str(tmp_path / "meta"), LMConfig(context_length=32),
                     TrainConfig(steps=20, batch_size=8, lr=1e-2, warmup_steps=2, eval_every=10, ckpt_every=20),
                     init=str(base.model_dir), episodes=data)

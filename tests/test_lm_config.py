@@ -57,6 +57,7 @@ def test_resources_and_paths_leave_the_run_hash_but_the_starting_model_does_not(
 def test_eval_fast_false_scores_with_full_sequences_and_gives_the_same_rows(tmp_path, monkeypatch):
     import metaicl.eval.scoring as scoring
     from metaicl.data.episodes import EpisodeConfig
+    from metaicl.data.tokenizer import TokenizerSpec
     from metaicl.eval.evaluate import evaluate_variant
     from metaicl.eval.config import EvalConfig
     from metaicl.experiment import FinetuneConfig
@@ -80,7 +81,7 @@ def test_eval_fast_false_scores_with_full_sequences_and_gives_the_same_rows(tmp_
                                 str(tmp_path / "tasks"), info["splits"]["eval"],
                                 EvalConfig(k=[2], seeds=[100], fast=fast),
                                 EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64), FinetuneConfig(),
-                                "ids:40")
+                                TokenizerSpec(**info["tokenizer"]))
 
     with_cache = rows(True)
     assert calls["fast"] > 0 and calls["slow"] == 0

@@ -54,7 +54,7 @@ def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path
     """The pretrained-model rows through Ray (meta-training on text episodes: the next test, without Ray)."""
     out = tmp_path / "real"
     assert main(["run", REAL, f"out_dir={out}", f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
-                 "train.use_gpu=false", "metatrain.use_gpu=false", "finetune.steps=1", "episodes.max_length=512",
+                 "eval.use_gpu=false", "metatrain.use_gpu=false", "finetune.steps=1", "episodes.max_length=512",
                  "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]", "eval.max_test_examples=3",
                  "eval.methods=[zero_shot,pmi_in_context,channel_in_context,finetune]"]) == 0
     results = pd.read_parquet(out / "results.parquet")
@@ -64,15 +64,15 @@ def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path
 
 def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_session, tmp_path, tiny_hf_model,
                                                                       capsys):
-    """Issue 19: evaluation asking for a GPU this machine lacks (the real-task config says train.use_gpu: true)
+    """Issue 19: evaluation asking for a GPU this machine lacks (the real-task config says eval.use_gpu: true)
     was a Ray task that never started, a silent hang; a method that needs meta-training without meta-training
     tasks left an empty run directory behind its error."""
     args = [REAL, f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512", "episodes.max_length=512",
             "eval.methods=[zero_shot]"]
     assert main(["eval", *args, f"out_dir={tmp_path / 'gpu'}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("metaicl: config error: train.use_gpu: evaluation asks for 1 GPU per model") and "has 0" in err
-    assert main(["eval", *args, f"out_dir={tmp_path / 'meta'}", "train.use_gpu=false", "tasks.meta_train=[]",
+    assert err.startswith("metaicl: config error: eval.use_gpu: evaluation asks for 1 GPU per model") and "has 0" in err
+    assert main(["eval", *args, f"out_dir={tmp_path / 'meta'}", "eval.use_gpu=false", "tasks.meta_train=[]",
                  "eval.methods=[metaicl]"]) == 2
     assert capsys.readouterr().err.startswith("metaicl: config error: tasks.meta_train: ")
     assert main(["metatrain", *args, f"out_dir={tmp_path / 'metagpu'}", "eval.methods=[metaicl]"]) == 2
@@ -112,6 +112,7 @@ def test_stage_commands_need_an_lm_experiment_and_mixtures_need_a_model(tmp_path
 def test_every_method_of_the_table_gives_rows(tmp_path):
     """All eleven rows, each scored by its model (here one tiny random LM stands in for every variant)."""
     from metaicl.data.episodes import EpisodeConfig
+    from metaicl.data.tokenizer import TokenizerSpec
     from metaicl.eval.evaluate import evaluate_variant
     from metaicl.eval.methods import variants_needed
     from metaicl.eval.config import EvalConfig
@@ -129,7 +130,8 @@ def test_every_method_of_the_table_gives_rows(tmp_path):
     for variant in variants_needed(list(METHODS)):
         methods = [m for m in METHODS if METHODS[m].model == variant]
         rows += evaluate_variant(variant, str(tmp_path / "model"), methods, str(tmp_path / "tasks"),
-                                 info["splits"]["eval"], cfg, episodes, FinetuneConfig(steps=1), "ids:40")
+                                 info["splits"]["eval"], cfg, episodes, FinetuneConfig(steps=1),
+                                 TokenizerSpec(**info["tokenizer"]))
     results = pd.DataFrame(rows)
     assert set(results.method) == set(METHODS)
     per = results.groupby("method").k.agg(set)

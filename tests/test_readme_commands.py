@@ -52,9 +52,9 @@ def test_tiny_run_writes_the_tidy_results_and_a_rerun_skips_every_stage(repo):
                                                                                     "train"}
     assert set(results.suite) == {"icl_sets", "train"} and set(results.stage) == {"train"}
     assert sorted(results.step.unique()) == [0, 6, 12] and results.value.notna().all()
-    for arm in ("bursty", "non_bursty"):
-        assert (out / "arms" / arm / "data_manifest.json").exists()
-        assert any((out / "arms" / arm / "checkpoints").iterdir())
+    trained = sorted((repo / "runs" / "data").glob("train-*"))  # one training step per arm, in data_root
+    assert len(trained) == 2 and all(any((t / "checkpoints").iterdir()) for t in trained)
+    assert sorted(p.name for p in (out / "cards").iterdir()) == ["bursty.json", "non_bursty.json"]
     report = (out / "report.md").read_text()
     assert "| bursty |" in first.stdout and "| chance |" in report and "## Training data, measured" in report
     assert (out / "icl_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

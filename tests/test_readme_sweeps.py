@@ -78,13 +78,15 @@ def test_sweep_then_again_then_aggregate_and_report(repo):
 
 def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
     sweep, first, root = first_sweep("metaicl_tiny.yaml", 1, repo)
-    assert "1 distinct pretrained models" in first.stdout  # the trials differ only in metatrain.lr
+    shared = first.stdout.split("shared steps:")[1]
+    assert "1 training steps that several trials need" in shared and "pretrain: pretrain-" in shared
     # ... and from the toy-size metaicl_synthetic run above (the same mixture, model and pretraining knobs), whose
     # pretrained model the sweep reuses: one pretraining step in the shared data_root
     assert len(list((repo / "runs" / "data").glob("pretrain-*"))) == 1
     runs = sorted(root.glob("metaicl_tiny-*/results.parquet"))
     assert len(runs) == 2 and not any((r.parent / "pretrained").exists() for r in runs)
-    assert "2 distinct meta-trained models" in first.stdout  # one per metatrain.lr, trained before the trials
+    used = [json.loads((r.parent / "steps.json").read_text()) for r in runs]  # one per metatrain.lr, in the trials
+    assert used[0]["pretrain"] == used[1]["pretrain"] and used[0]["metatrain [metaicl]"] != used[1]["metatrain [metaicl]"]
     report = (root / "report.md").read_text()
     assert "## MetaICL methods" in report and "cfg.metatrain.lr" in report
     assert "2 trials, 2 done already, 0 to run" in metaicl(sweep[0], repo).stdout

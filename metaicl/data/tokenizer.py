@@ -1,7 +1,7 @@
 """The one tokenizer interface that episodes and scoring use: encode, decode, bos_id, vocab_size.
 
-    tok = load_tokenizer("ids:1024")          # the synthetic language: "17 503\n22" -> [17, 503, 0, 22]
-    tok = load_tokenizer("runs/tok/tokenizer.json")   # a local tokenizers JSON; or a local HF tokenizer directory
+    tok = load_tokenizer(TokenizerSpec("ids", vocab_size=1024))   # the synthetic language: "17 503\n22" -> [17, 503, 0, 22]
+    tok = load_tokenizer(TokenizerSpec("local", path="runs/tok/tokenizer.json"))   # or a local HF tokenizer directory
     ids = tok.encode("great movie")           # never adds special tokens: episodes place bos themselves
 
 `IdTokenizer` reads text that *is* token ids, so a model pretrained on a synthetic mixture can be given MetaICL
@@ -11,6 +11,7 @@ Face tokenizer (never downloaded, never remote code).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -105,16 +106,31 @@ class HFTokenizer:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
-def load_tokenizer(spec: str) -> IdTokenizer | HFTokenizer:
-    """"ids:<vocab_size>" -> IdTokenizer; a directory -> HFTokenizer.from_dir; a *.json file -> from_json."""
-    if spec.startswith("ids:"):
-        size = spec.removeprefix("ids:")
-        if not size.isdigit() or int(size) < 1:
-            raise ConfigError("tokenizer", f"expected ids:<vocab_size>, got {spec!r}")
-        return IdTokenizer(int(size))
-    path = Path(spec)
-    if path.is_dir():
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which tokenizer reads a task collection's text. A synthetic collection says so itself (families.json):
+    `ids`, text that is token ids below `vocab_size`; a collection of real text is read by `local`, the tokenizer
+    at `path` (lm.tokenizer, or the one saved with lm.name_or_path)."""
+    kind: str
+    """`ids` or `local`."""
+    vocab_size: int = 0
+    """ids: every id of the text is below it."""
+    path: str = ""
+    """local: a tokenizer directory or a tokenizers *.json file."""
+
+
+def load_tokenizer(spec: TokenizerSpec | str) -> IdTokenizer | HFTokenizer:
+    """`ids` -> IdTokenizer; `local` (or a path alone): a directory -> HFTokenizer.from_dir, a *.json file ->
+    from_json."""
+    if isinstance(spec, str):
+        spec = TokenizerSpec("local", path=spec)
+    if spec.kind == "ids":
+        if spec.vocab_size < 1:
+            raise ConfigError("tokenizer", f"an ids tokenizer needs vocab_size >= 1, got {spec.vocab_size}")
+        return IdTokenizer(spec.vocab_size)
+    path = Path(spec.path)
+    if spec.kind == "local" and path.is_dir():
         return HFTokenizer.from_dir(path)
-    if path.is_file() and path.suffix == ".json":
+    if spec.kind == "local" and path.is_file() and path.suffix == ".json":
         return HFTokenizer.from_json(path)
-    raise ConfigError("tokenizer", f"{spec!r} is not ids:<vocab_size>, a tokenizer directory or a *.json file")
+    raise ConfigError("tokenizer", f"{spec.path!r} is not a tokenizer directory or a *.json file")

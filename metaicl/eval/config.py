@@ -49,6 +49,14 @@ class EvalConfig:
     batch_size: Optional[int] = None
     """Sequences (classifier; default 1024) or option rows (language model; default 64 with `fast`, 16 without:
     metaicl.eval.scoring) per forward pass."""
+    use_gpu: bool = False
+    """Language model: score on a GPU (`gpus_per_worker` per model). The classifier is measured while it trains,
+    on its trainer's device."""
+    gpus_per_worker: float = 1.0
+    """Language model: GPUs each evaluation task (one per model scored) reserves when use_gpu."""
+    cpus_per_worker: Optional[float] = None
+    """Language model: CPUs each evaluation task reserves; its torch threads are the whole CPUs among them. None:
+    the tasks share the cluster's CPUs (a sweep trial: its share), as training stages do."""
 
     def validate(self, prefix: str = "eval") -> None:
         unknown = [s for s in self.sets if s not in EVAL_SETS]
@@ -64,6 +72,9 @@ class EvalConfig:
         check_at_least(self, prefix, ("max_test_examples",), 0)
         if self.batch_size is not None:
             check_at_least(self, prefix, ("batch_size",), 1)
+        for key in ("gpus_per_worker", "cpus_per_worker"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"{prefix}.{key}", f"must be > 0, got {getattr(self, key)}")
 
     def sequences_per_pass(self) -> int:
         return self.batch_size or SEQUENCES_PER_PASS

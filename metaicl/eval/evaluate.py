@@ -2,7 +2,7 @@
 
     rows = evaluate_variant("metaicl", "runs/data/metatrain-metaicl-9f8e7d6c/model", ["metaicl"],
                             "runs/data/tasks-1a2b", ["last_token_00"], EvalConfig(), EpisodeConfig(),
-                            FinetuneConfig(), "ids:4097")
+                            FinetuneConfig(), TokenizerSpec("ids", vocab_size=4097))
     # [{"method": "metaicl", "task": "last_token_00", "k": 16, "seed": 100, "scoring": "sum",
     #   "metric": "macro_f1", "value": 0.93}, ...]
 
@@ -22,7 +22,7 @@ import torch
 
 from metaicl.data.episodes import EpisodeConfig, pad, score_request, train_sequence
 from metaicl.data.tasks import Task, load_collection, sample_demos
-from metaicl.data.tokenizer import load_tokenizer
+from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
 from metaicl.eval.methods import METHODS, Method
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
@@ -97,7 +97,7 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
 
 
 def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str, task_names: list[str],
-                     cfg, episodes: EpisodeConfig, finetune, tokenizer: str, device: str = "cpu",
+                     cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec, device: str = "cpu",
                      progress=None, threads: int | None = None) -> list[dict]:
     """Every row of `methods` (all scored by this variant's model) on every target task, on `threads` torch
     threads (a Ray task: the CPUs it reserved; its process may have run other tasks before)."""

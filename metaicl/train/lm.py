@@ -5,7 +5,7 @@
     LMStage("metaicl", "runs/data/metatrain-metaicl-9f8e7d6c", LMConfig(), TrainConfig(),
             init="runs/data/pretrain-1a2b3c4d/model",
             episodes=EpisodeData("runs/data/tasks-9f8e", ["first_token_00", ...], EpisodeConfig(), k=4,
-                                 tokenizer="ids:4097", seed=0)).run()
+                                 tokenizer=TokenizerSpec("ids", vocab_size=4097), seed=0)).run()
 
 Writes into out_dir: checkpoints/ (resume), progress.json (live), model/ (Hugging Face format, loadable with
 `AutoModelForCausalLM.from_pretrained`) and last metrics.parquet, whose presence marks the stage complete.
@@ -28,6 +28,7 @@ import pyarrow as pa
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
+from metaicl.data.tokenizer import TokenizerSpec
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
 from metaicl.train.config import TrainConfig
 
@@ -75,7 +76,8 @@ class EpisodeData:
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     k: int = 16
     """Demonstrations per episode (MetaICL: k = 16; 0 = multi-task 0-shot training)."""
-    tokenizer: str = ""
+    tokenizer: TokenizerSpec = TokenizerSpec("ids", vocab_size=1)
+    """What reads the tasks' text (a synthetic collection's families.json says)."""
     seed: int = 0
 
 
