@@ -28,11 +28,8 @@ from pretrain_data.build import build, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.task_families import build_task_families, token_range_of
 from cluster.lm_report import write_lm_report
-from cluster.results import METAICL, tidy, training_rows
+from cluster.results import LM_ICL, METAICL, tidy, training_rows
 from cluster.steps import Step
-
-SCORE_COLUMNS = ["method", "task", "k", "seed", "scoring", "metric", "value"]
-"""What evaluate_variant's rows hold (cluster.results.tidy makes them result rows)."""
 
 
 @dataclasses.dataclass
@@ -52,6 +49,8 @@ def read_inputs(cfg: ExperimentConfig) -> Inputs:
     manifest = None
     if cfg.pretrain is not None and (target_dir(cfg.pretrain, cfg.data_root) / "manifest.json").exists():
         manifest = Manifest.read(target_dir(cfg.pretrain, cfg.data_root))
+    if cfg.tasks is None:  # only the lm_icl suite: no tasks to read
+        return Inputs(manifest, None, [], [], None)
     if cfg.tasks.synthetic is None:
         tokenizer = cfg.lm.tokenizer or cfg.lm.name_or_path
         return Inputs(manifest, Path(cfg.tasks.path).absolute(), list(cfg.tasks.meta_train), list(cfg.tasks.eval),
@@ -103,7 +102,7 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
     if cfg.pretrain is not None:
         steps.append(Step("data", "data", target_dir(cfg.pretrain, cfg.data_root).absolute(), "manifest.json",
                           make=lambda progress: build(cfg.pretrain, cfg.data_root, progress=progress)))
-    if cfg.tasks.synthetic is not None:
+    if cfg.tasks is not None and cfg.tasks.synthetic is not None:
         root = inputs.tasks or Path(cfg.data_root).absolute() / "tasks-<after data>"
         span = token_range_of(inputs.manifest, cfg.tasks.source) if inputs.manifest else None
         steps.append(Step("tasks", "tasks", root, "families.json", known=inputs.tasks is not None,
@@ -137,6 +136,8 @@ def check_lm(cfg: ExperimentConfig, stages) -> None:
     """What can be wrong before any data exists: the starting model, and meta-training without tasks."""
     if cfg.lm.name_or_path is not None:
         check_source(cfg.lm.name_or_path)
+    if cfg.tasks is None:
+        return
     if cfg.tasks.synthetic is None and cfg.lm.tokenizer is None and cfg.lm.name_or_path is None:
         raise ConfigError("lm.tokenizer", "text tasks need a tokenizer: set lm.tokenizer or lm.name_or_path")
     meta_train = cfg.tasks.synthetic.meta_train_families if cfg.tasks.synthetic else cfg.tasks.meta_train
@@ -170,42 +171,47 @@ def model_dirs(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, str]:
             raise ConfigError("lm.name_or_path", f"no {s.spec.arm} model at {s.spec.model_dir}: run `metaicl "
                                                  f"{command}` with this config first")
         dirs["pretrained" if s.stage == "pretrain" else s.spec.arm] = str(s.spec.model_dir)
-    return {v: dirs[v] for v in variants_needed(cfg.eval.methods)}
+    return {v: dirs[v] for v in variants_needed(cfg.eval.methods) or ["pretrained"]}  # lm_icl alone: the model
 
 
 def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
              cpus: float | None = None) -> pd.DataFrame:
-    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task, with
-    eval.*'s resources; unless eval.cpus_per_worker says otherwise, the tasks share `cpus` (default: the
-    cluster's CPUs)."""
+    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task, and
+    with eval.lm_icl one more per model measuring its own in-context ability, with eval.*'s resources; unless
+    eval.cpus_per_worker says otherwise, the tasks share `cpus` (default: the cluster's CPUs). Result rows."""
     import ray
 
     from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.eval.lm_icl import LMICLConfig, measure_model
     from metaicl.train.ray_train import cpus_each, threads
 
     e = cfg.eval
-    each = e.cpus_per_worker or cpus_each(len(dirs), cpus)
+    each = e.cpus_per_worker or cpus_each(len(dirs) * (bool(e.methods) + e.lm_icl), cpus)
     # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
-    remote = ray.remote(evaluate_variant).options(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0,
-                                                  scheduling_strategy="DEFAULT")
-    futures = {}
+    options = dict(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0, scheduling_strategy="DEFAULT")
+    device, stream = "cuda" if e.use_gpu else "cpu", str(inputs.manifest.root) if inputs.manifest else None
+    futures = []
     for variant, path in dirs.items():
         methods = [m for m in e.methods if METHODS[m].model == variant]
-        futures[variant] = remote.remote(variant, path, methods, str(inputs.tasks), inputs.eval, e, cfg.episodes,
-                                         cfg.finetune, inputs.tokenizer, "cuda" if e.use_gpu else "cpu",
-                                         threads=threads(each))
-    started, rows = time.perf_counter(), []
-    for variant, future in futures.items():
-        rows += ray.get(future)
-        echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+        if methods:
+                futures.append((f"eval [{variant}]", METAICL, ray.remote(evaluate_variant).options(**options).remote(
+                variant, path, methods, str(inputs.tasks), inputs.eval, e, cfg.episodes, cfg.finetune,
+                inputs.tokenizer, device, threads=threads(each))))
+        if e.lm_icl:
+            futures.append((f"eval [{variant}] lm_icl", LM_ICL, ray.remote(measure_model).options(**options).remote(
+                variant, path, stream, LMICLConfig(), device, threads=threads(each))))
+    started, frames = time.perf_counter(), []
+    for what, suite, future in futures:
+        frames.append(tidy(pd.DataFrame(ray.get(future)), suite=suite))
+        echo(f"{what}: done ({time.perf_counter() - started:.0f}s)")
+    return pd.concat(frames, ignore_index=True)
 
 
 def evaluate_run(cfg: ExperimentConfig, out: Path, steps: list[Step], echo, cpus: float | None = None) -> None:
     """MetaICL's table of the run's models, after the training curves of the steps it trained (stage `pretrain`
     or `metatrain/<variant>`), as results.parquet and report.md."""
     scored = tidy(evaluate(cfg, read_inputs(cfg), model_dirs(cfg, steps), echo, cpus), run=out.name, arm="main",
-                  stage="eval", suite=METAICL)
+                  stage="eval")
     curves = [training_rows(pd.read_parquet(s.where / DONE_FILE), out.name, "main",
                             "pretrain" if s.stage == "pretrain" else f"metatrain/{s.spec.arm}", s.spec.train.seed)
               for s in steps if s.spec is not None]

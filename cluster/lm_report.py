@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
 from cluster.report import markdown_table
-from cluster.results import METAICL
+from cluster.results import LM_ICL, METAICL
 
 HEADLINE = ("metaicl", "in_context", "zero_shot")
 
@@ -36,15 +37,23 @@ def method_table(results: pd.DataFrame, metric: str = "macro_f1", scoring: str =
 
 
 def headline(results: pd.DataFrame) -> str:
-    """MetaICL vs in-context vs 0-shot (macro-F1, summed scores, largest k), as one sentence."""
+    """MetaICL vs in-context vs 0-shot (macro-F1, summed scores, largest k), as one sentence; then the pretrained
+    model's ICL score, repeat gap and induction head (lm_icl)."""
     table = method_table(results)
-    parts = []
+    parts, lines = [], []
     for method in HEADLINE:
         rows = table[table.method == method]
         if len(rows):
             best = rows.iloc[-1]
             parts.append(f"{best.row} {best['mean']:.3f} (worst {best.worst:.3f}, k={best.k})")
-    return "macro-F1 on the target tasks, mean over seeds: " + " vs ".join(parts) if parts else ""
+    if parts:
+        lines.append("macro-F1 on the target tasks, mean over seeds: " + " vs ".join(parts))
+    own = results[(results.suite == LM_ICL) & (results.stage == "eval") & (results.method == "pretrained")]
+    if len(own):
+        wide = lm_icl_table(own, "method").iloc[0]
+        lines.append("pretrained model: " + ", ".join(f"{c} {wide[c]:.3f}" for c in
+                                                      ("ICL score", "repeat gap", "induction head") if c in wide))
+    return "\n".join(lines)
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -52,17 +61,74 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "") -> str:
-    """report.md: the method table (macro-F1 and accuracy; summed and mean scores) and the per-task scores."""
-    main = _markdown(method_table(results))
-    parts = [f"# {title}", "", headline(results), "", "## Macro-F1 (summed option log-probs; mean and worst over "
-             "seeds of the task average)", "", main]
-    for metric, scoring in (("accuracy", "sum"), ("macro_f1", "mean")):
-        parts += ["", f"## {metric} ({scoring} scoring)", "", _markdown(method_table(results, metric, scoring))]
-    per_task = (results[(results.metric == "macro_f1") & (results.scoring == "sum")]
-                .groupby(["task", "method"])["value"].mean().unstack("method"))
-    per_task = per_task[[m for m in METHODS if m in per_task.columns]]
-    parts += ["", "## Per task (macro-F1, mean over k and seeds)", "", markdown_table(per_task.reset_index())]
+    """report.md: the method table (macro-F1 and accuracy; summed and mean scores) and the per-task scores, then
+    each model's own in-context ability (lm_icl); returns what the run prints."""
+    parts, main = [f"# {title}"], ""
+    if (results.suite == METAICL).any():
+        main = _markdown(method_table(results))
+        parts += ["", headline(results), "", "## Macro-F1 (summed option log-probs; mean and worst over seeds of the "
+                  "task average)", "", main]
+        for metric, scoring in (("accuracy", "sum"), ("macro_f1", "mean")):
+            parts += ["", f"## {metric} ({scoring} scoring)", "", _markdown(method_table(results, metric, scoring))]
+        per_task = (results[(results.suite == METAICL) & (results.metric == "macro_f1") & (results.scoring == "sum")]
+                    .groupby(["task", "method"])["value"].mean().unstack("method"))
+        per_task = per_task[[m for m in METHODS if m in per_task.columns]]
+        parts += ["", "## Per task (macro-F1, mean over k and seeds)", "", markdown_table(per_task.reset_index())]
+    if (results.suite == LM_ICL).any():
+        parts += lm_icl_section(results)
     if notes:
         parts += ["", notes]
     write_text(out / "report.md", "\n".join(parts) + "\n")
     return main
+
+
+LM_ICL_COLUMNS = {("mixture", "icl_score"): "ICL score", ("iid", "icl_score"): "… iid control",
+                  ("repeat", "gap"): "repeat gap", ("repeat", "copy_accuracy"): "copy acc.",
+                  ("repeat_boundary", "gap"): "gap across boundary", ("repeat_lag", "gap"): "gap at lag n",
+                  ("heads", "induction_score"): "induction head", ("heads", "previous_token_score"): "prev-token head"}
+"""The lm_icl measurements a report shows, in this order (metaicl/eval/lm_icl.py defines them)."""
+
+
+def lm_icl_table(rows: pd.DataFrame, by: str) -> pd.DataFrame:
+    """One row per value of `by` (a model, a step), one column per LM_ICL_COLUMNS entry (mean over repeats)."""
+    rows = rows.assign(column=[LM_ICL_COLUMNS.get((t, m)) for t, m in zip(rows.task, rows.metric)]).dropna(
+        subset=["column"])
+    wide = rows.pivot_table(index=by, columns="column", values="value", aggfunc="mean")
+    return wide[[c for c in LM_ICL_COLUMNS.values() if c in wide.columns]].reset_index()
+
+
+def over_training(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per measurement of a training curve: onset (the first step at which it reaches half its final value, its
+    sign taken into account: the ICL score falls, the gap rises; Singh et al. 2023 use this to time emergence),
+    peak (the step and value furthest in the final value's direction) and final value."""
+    out = []
+    for (task, metric), curve in curves.sort_values("step").groupby(["task", "metric"], sort=False):
+        if (task, metric) not in LM_ICL_COLUMNS:
+            continue
+        steps, values = curve.step.to_numpy(), curve.value.to_numpy(float)
+        final = values[-1]
+        sign = 1.0 if final >= 0 else -1.0
+        reached = [int(s) for s, v in zip(steps, values) if final != 0 and sign * v >= sign * final / 2]
+        peak = int(np.argmax(sign * values))
+        out.append({"measurement": LM_ICL_COLUMNS[(task, metric)], "onset step": reached[0] if reached else None,
+                    "peak step": int(steps[peak]), "peak": values[peak], "final": final})
+    return pd.DataFrame(out)
+
+
+def lm_icl_section(results: pd.DataFrame) -> list[str]:
+    """Each model's own in-context ability after training, and the pretraining curve's onset, peak and final."""
+    rows = results[results.suite == LM_ICL]
+    parts = ["", "## In-context ability of each model (lm_icl)", "",
+             "ICL score: loss at late minus early positions of held-out windows of the mixture (negative = the "
+             "context helps; Olsson et al. 2022), and on the same tokens shuffled (iid control, ≈ 0). Repeat gap: "
+             "loss on the first minus the second copy of a random token sequence (≈ ln V for a perfect copier, 0 "
+             "for none), with the second copy's top-1 copy accuracy; across a document boundary and at a lag of n "
+             "random tokens. Head scores: the best head's induction and previous-token attention (TransformerLens' "
+             "head detector)."]
+    after = rows[rows.stage == "eval"]
+    if len(after):
+        parts += ["", markdown_table(lm_icl_table(after, "method").rename(columns={"method": "model"}))]
+    during = rows[rows.stage == "pretrain"]
+    if len(during):
+        parts += ["", "### Over pretraining", "", markdown_table(over_training(during))]
+    return parts

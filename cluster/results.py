@@ -8,13 +8,13 @@
 | arm | the arm (`main` when the config has none) |
 | stage | what produced the row: `train` (the classifier), `pretrain`, `metatrain/<variant>`, `eval` |
 | step | training step of the measurement (null for evaluation after training) |
-| suite | `icl_sets` (Chan et al.'s eval sets), `train` (training loss), `heldout` (a language model's held-out loss), `metaicl` (MetaICL's table) |
-| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, or the target task |
-| method | MetaICL's row (metaicl, in_context, ...); null elsewhere |
+| suite | `icl_sets` (Chan et al.'s eval sets), `train` (training loss), `heldout` (a language model's held-out loss), `metaicl` (MetaICL's table), `lm_icl` (a language model's own in-context ability: metaicl/eval/lm_icl.py) |
+| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, the target task, or lm_icl's measurement (mixture, iid, repeat, repeat_boundary, repeat_lag, heads) |
+| method | MetaICL's row (metaicl, in_context, ...); for lm_icl after training, the model measured (pretrained, metaicl, ...); null elsewhere |
 | k | demonstrations (0 for 0-shot rows); null where the context size is not a knob of the row |
 | seed | the demonstration seed (MetaICL), else the training seed |
 | scoring | `sum` or `mean` of the option's log-probs (MetaICL); null elsewhere |
-| metric | accuracy, loss, macro_f1 |
+| metric | accuracy, loss, macro_f1; lm_icl: icl_score, first_copy_loss, second_copy_loss, gap, copy_accuracy, induction_score, previous_token_score (and the head: *_head) |
 | value | the number |
 
 A later suite adds its rows (and, if it must, columns) here: there is never a second schema.
@@ -28,6 +28,7 @@ INTS = ("step", "k", "seed")
 TEXT = ("run", "arm", "stage", "suite", "task", "method", "scoring", "metric")
 ICL_SETS = "icl_sets"
 METAICL = "metaicl"
+LM_ICL = "lm_icl"
 
 
 def eval_sets(rows: pd.DataFrame) -> list[str]:
@@ -57,6 +58,8 @@ def tidy(frame: pd.DataFrame, **constants) -> pd.DataFrame:
 def training_rows(metrics: pd.DataFrame, run: str, arm: str, stage: str, seed: int) -> pd.DataFrame:
     """A training stage's metrics.parquet (step, eval, metric, value) as result rows: the training loss is suite
     `train`, the classifier's eval sets `icl_sets`, a language model's held-out loss `heldout`."""
-    suites = metrics["eval"].map(lambda e: "train" if e == "train" else "heldout" if e == "heldout" else ICL_SETS)
-    frame = metrics.rename(columns={"eval": "task"}).assign(suite=suites)
+    suites = metrics["eval"].map(lambda e: "train" if e == "train" else "heldout" if e == "heldout" else
+                                 LM_ICL if e.startswith(f"{LM_ICL}/") else ICL_SETS)
+    tasks = metrics["eval"].str.removeprefix(f"{LM_ICL}/")
+    frame = metrics.drop(columns="eval").assign(task=tasks, suite=suites)
     return tidy(frame, run=run, arm=arm, stage=stage, seed=seed)

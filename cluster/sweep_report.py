@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from cluster.report import last_accuracy, markdown_table, pyplot, save_figure, set_accuracy
-from cluster.results import ICL_SETS, METAICL, eval_sets
+from cluster.lm_report import LM_ICL_COLUMNS
+from cluster.results import ICL_SETS, LM_ICL, METAICL, eval_sets
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
 
@@ -138,7 +139,7 @@ def attribution_plot(attr: pd.DataFrame, path: Path) -> None:
         ax.errorbar(rows.slope_per_sd, pos, xerr=[rows.slope_per_sd - rows.ci_low, rows.ci_high - rows.slope_per_sd],
                     fmt="o", capsize=3)
         ax.axvline(0, color="grey", linewidth=1)
-        ax.set(yticks=pos, yticklabels=rows.statistic, title=name, xlabel="accuracy change per SD of statistic")
+        ax.set(yticks=pos, yticklabels=rows.statistic, title=name, xlabel="change per SD of statistic")
     save_figure(fig, path)
 
 
@@ -154,6 +155,9 @@ def write_sweep_report(root: Path, table: pd.DataFrame, title: str) -> Path:
         md, figures = md + section, figures + more
     if (table.suite == METAICL).any():
         section, more = metaicl_section(table[table.suite == METAICL], root)
+        md, figures = md + section, figures + more
+    if ((table.suite == LM_ICL) & (table.stage == "eval")).any():
+        section, more = lm_icl_section(table[table.suite == LM_ICL], root)
         md, figures = md + section, figures + more
     for caption, file in figures:
         md += ["", f"## {caption}", "", f"![{caption}]({file})"]
@@ -226,6 +230,59 @@ def metaicl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
                    markdown_table(out), "", "## Attribution: which data statistic moves which method", "",
                    ATTRIBUTION_TEXT, ""], []
     md += attribution_lines(final, tuple(methods), root, figures, "attribution_methods.png")
+    return md, figures
+
+
+def lm_icl_final(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, arm, measurement) of the pretrained models after training (suite lm_icl): `task` = the
+    measurement (LM_ICL_COLUMNS' label), with the run's cfg./card. columns."""
+    rows = table[(table.suite == LM_ICL) & (table.stage == "eval") & (table.method == "pretrained")]
+    labels = [LM_ICL_COLUMNS.get((t, m)) for t, m in zip(rows.task, rows.metric)]
+    return rows.assign(task=labels).dropna(subset=["task"])
+
+
+def knob_plot(final: pd.DataFrame, keys: list[str], labels: list[str], path: Path) -> None:
+    """Each measurement against each numeric swept key, the other swept keys at their most common value (a sweep
+    that varies one property at a time from a baseline), mean over seeds with each seed's point."""
+    plt = pyplot()
+    numeric = [k for k in keys if pd.api.types.is_numeric_dtype(final[k])]
+    fig, axes = plt.subplots(len(labels), len(numeric), figsize=(3.2 * len(numeric), 2.4 * len(labels)),
+                             squeeze=False)
+    for col, key in enumerate(numeric):
+        base = final
+        for other in (k for k in keys if k != key):
+            base = base[base[other].astype(str) == final[other].astype(str).mode()[0]]
+        for row, label in enumerate(labels):
+            points = base[base.task == label]
+            ax = axes[row][col]
+            ax.plot(points[key], points.value, ".", alpha=0.4, color="grey")
+            mean = points.groupby(key).value.mean()
+            ax.plot(mean.index, mean.values, "o-")
+            ax.set(xlabel=key.removeprefix("cfg.") if row == len(labels) - 1 else "", ylabel=label if col == 0 else "")
+    save_figure(fig, path)
+
+
+def lm_icl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
+    """The language models' own in-context ability after pretraining, per trial (mean and SD over seeds), each
+    measurement against each swept knob, and its attribution to the mixture-card statistics."""
+    keys = swept_keys(table)
+    final = lm_icl_final(table)
+    labels = [c for c in LM_ICL_COLUMNS.values() if c in set(final.task)]
+    index = keys or ["run"]
+    wide = final.pivot_table(index=list(dict.fromkeys([*index, "run"])), columns="task", values="value").reset_index()
+    grouped = wide.groupby(index, dropna=False)[labels]
+    out = grouped.mean().join(grouped.std().add_suffix(" sd"))
+    out["seeds"] = grouped.size()
+    md, figures = ["", "## In-context ability of the pretrained models (lm_icl; mean and SD over seeds)", "",
+                   "Measured after pretraining (metaicl/eval/lm_icl.py): ICL score (late minus early loss; negative "
+                   "= context helps), its iid control, the repeated-sequence gap (first minus second copy's loss), "
+                   "copy accuracy, the gap across a document boundary and at a lag, and the best induction and "
+                   "previous-token head scores.", "", markdown_table(out.reset_index())], []
+    if any(pd.api.types.is_numeric_dtype(final[k]) for k in keys):
+        knob_plot(final, keys, labels, root / "lm_icl_knobs.png")
+        figures.append(("In-context ability against each swept knob", "lm_icl_knobs.png"))
+    md += ["", "## Attribution: which mixture statistic moves which in-context measurement", "", ATTRIBUTION_TEXT, ""]
+    md += attribution_lines(final, tuple(labels), root, figures, "attribution_lm_icl.png")
     return md, figures
 
 

@@ -204,12 +204,15 @@ class ExperimentConfig:
                                       "(`sweep.grid`, e.g. pretrain.sources.<s>.weight)")
         if self.pretrain is None and self.lm.name_or_path is None:
             raise ConfigError("lm.name_or_path", "without `pretrain:` data the model must come from lm.name_or_path")
-        if self.tasks is None:
-            raise ConfigError("tasks", "a language model is evaluated on tasks: add tasks.path (a collection) or "
+        if not self.eval.methods and not self.eval.lm_icl:
+            raise ConfigError("eval.methods", "nothing to evaluate: name methods, or keep eval.lm_icl")
+        if self.tasks is None and self.eval.methods:
+            raise ConfigError("tasks", "MetaICL's methods are evaluated on tasks: add tasks.path (a collection) or "
                                        "tasks.synthetic")
-        if self.tasks.synthetic is not None and self.pretrain is None:
+        synthetic = self.tasks is not None and self.tasks.synthetic is not None
+        if synthetic and self.pretrain is None:
             raise ConfigError("tasks.synthetic", "synthetic tasks are written in a mixture's language: add `pretrain:`")
-        if self.tasks.synthetic is not None and self.tasks.source not in self.pretrain.sources:
+        if synthetic and self.tasks.source not in self.pretrain.sources:
             raise ConfigError("tasks.source", f"no source {self.tasks.source!r} in pretrain.sources "
                                               f"(known: {', '.join(self.pretrain.sources)})")
         if self.pretrain is not None and self.pretrain.context_length > self.lm.context_length:
@@ -282,7 +285,7 @@ def run_hash(cfg: ExperimentConfig) -> str:
 
 
 _LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
-            "eval.max_test_examples", "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker")
+            "eval.max_test_examples", "eval.lm_icl", "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker")
 OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
 """Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 

@@ -39,8 +39,11 @@ def test_the_groups_a_config_has_say_what_kind_of_experiment_it_is():
     assert load_config(ExperimentConfig, ROOT / "configs" / "data" / "ginc.yaml")[0].kind == "data"
     with pytest.raises(ConfigError, match="model: a config trains the in-context classifier"):
         load_config(ExperimentConfig, SYNTHETIC, ["model.d_model=32"])
-    with pytest.raises(ConfigError, match="tasks: a language model is evaluated on tasks"):
+    with pytest.raises(ConfigError, match="tasks: MetaICL's methods are evaluated on tasks"):
         load_config(ExperimentConfig, SYNTHETIC, ["tasks=null"])
+    assert load_config(ExperimentConfig, SYNTHETIC, ["tasks=null", "eval.methods=[]"])[0].kind == "lm"  # lm_icl only
+    with pytest.raises(ConfigError, match="eval.methods: nothing to evaluate"):
+        load_config(ExperimentConfig, SYNTHETIC, ["tasks=null", "eval.methods=[]", "eval.lm_icl=false"])
     with pytest.raises(ConfigError, match="nothing to train"):
         load_config(ExperimentConfig, None, ["data.burstiness=2"])[0].check_trainable()
 

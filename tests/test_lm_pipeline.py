@@ -30,6 +30,27 @@ def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_sess
     assert not (tmp_path / "run").exists()  # found before the run directory is made
 
 
+def test_a_language_model_measured_by_its_own_in_context_ability_alone_needs_no_tasks(ray_session, tmp_path):
+    """eval.methods=[] and no tasks: pretraining with the lm_icl suite over training and after it (issue 14)."""
+    out = tmp_path / "run"
+    args = [SYNTHETIC, f"out_dir={out}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC, "tasks=null",
+            "eval.methods=[]"]
+    assert main(["run", *args]) == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results.suite) == {"train", "heldout", "lm_icl"} and set(results.stage) == {"pretrain", "eval"}
+    after = results[results.stage == "eval"]
+    assert set(after.method) == {"pretrained"} and set(after.task) == {"mixture", "iid", "repeat",
+                                                                        "repeat_boundary", "repeat_lag", "heads"}
+    curve = results[(results.suite == "lm_icl") & (results.stage == "pretrain")]
+    assert sorted(curve.step.unique()) == [0, 2, 4]
+    last = curve[curve.step == 4].set_index(["task", "metric"]).value  # the end of pretraining, measured twice:
+    again = after.set_index(["task", "metric"]).value  # in training and from the saved model, the same numbers
+    assert ((last - again.loc[last.index]).abs() < 1e-4).all()
+    report = (out / "report.md").read_text()
+    assert "## In-context ability of each model (lm_icl)" in report and "Macro-F1" not in report
+    assert not list((tmp_path / "data").glob("tasks-*")) and not list((tmp_path / "data").glob("metatrain-*"))
+
+
 @pytest.fixture(scope="module")
 def tiny_hf_model(tmp_path_factory):
     """A tiny random GPT-2 with a byte-level BPE tokenizer trained here on the shipped tasks: a stand-in for
@@ -58,8 +79,11 @@ def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path
                  "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]", "eval.max_test_examples=3",
                  "eval.methods=[zero_shot,pmi_in_context,channel_in_context,finetune]"]) == 0
     results = pd.read_parquet(out / "results.parquet")
-    assert set(results.task) == {"cb", "mnli"}
-    assert set(results.method) == {"zero_shot", "pmi_in_context", "channel_in_context", "finetune"}
+    table, own = results[results.suite == "metaicl"], results[results.suite == "lm_icl"]
+    assert set(table.task) == {"cb", "mnli"}
+    assert set(table.method) == {"zero_shot", "pmi_in_context", "channel_in_context", "finetune"}
+    # the model's own in-context ability: no mixture here, so the random-sequence measurements only
+    assert set(own.task) == {"repeat", "repeat_boundary", "repeat_lag", "heads"} and set(own.method) == {"pretrained"}
 
 
 def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_session, tmp_path, tiny_hf_model,

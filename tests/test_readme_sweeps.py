@@ -25,6 +25,10 @@ def test_language_model_stages(repo):
     results = pd.read_parquet(out / "results.parquet")
     assert list(results.columns) == RESULT_COLUMNS
     assert set(results.stage) == {"pretrain", "metatrain/metaicl", "eval"}  # training curves and the table
+    own = results[results.suite == "lm_icl"]  # each model's own in-context ability, and over pretraining
+    assert set(own[own.stage == "eval"].method) == {"pretrained", "metaicl"}
+    assert set(own.task) == {"mixture", "iid", "repeat", "repeat_boundary", "repeat_lag", "heads"}
+    assert sorted(own[own.stage == "pretrain"].step.unique()) == [0, 2, 4]  # every train.eval_every
     results = results[results.suite == "metaicl"]
     assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
     assert set(results.task) == {"last_token_000", "last_token_001"}  # the held-out family only
@@ -33,6 +37,7 @@ def test_language_model_stages(repo):
     assert results.value.between(0, 1).all()
     report = (out / "report.md").read_text()
     assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
+    assert "## In-context ability of each model (lm_icl)" in report and "### Over pretraining" in report
     [meta] = (repo / "runs" / "data").glob("metatrain-*")  # only the variants the methods need: metaicl
     assert "MetaICL" in run.stdout and meta.name.startswith("metatrain-metaicl-")
     assert (meta / "model" / "model.safetensors").exists() and not (out / "metatrained").exists()
@@ -48,7 +53,8 @@ def test_language_model_stages(repo):
 
     metaicl(line("metaicl eval configs/metaicl_synthetic.yaml"), repo)  # the meta-trained model as the base model
     [solo] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if p != out]
-    assert set(pd.read_parquet(solo / "results.parquet").method.dropna()) == {"zero_shot", "in_context"}
+    solo_results = pd.read_parquet(solo / "results.parquet")
+    assert set(solo_results[solo_results.suite == "metaicl"].method) == {"zero_shot", "in_context"}
     assert not (solo / "pretrained").exists()
     assert f"name_or_path: {meta}/model" in (solo / "config.yaml").read_text()  # resolved once
 
@@ -105,5 +111,6 @@ def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
     metaicl(line("metaicl report runs "), repo)
     report = (repo / "runs" / "report.md").read_text()
     assert "## Final accuracy" in report and "## MetaICL methods" in report
+    assert "## In-context ability of the pretrained models (lm_icl" in report and "lm_icl_knobs.png" in report
     final = report.split("## Final accuracy")[1].split("##")[0]  # the classifier's runs only, keyed by what varies
     assert "icl_novel mean" in final and "data.burstiness" in final and "metatrain" not in final

@@ -35,7 +35,7 @@ class EvalConfig:
     methods: List[str] = field(default_factory=lambda: list(METHODS))
     """Language model: rows of the table (Min et al. 2022, Table 3): zero_shot, pmi_zero_shot, channel_zero_shot,
     in_context, pmi_in_context, channel_in_context, multitask_zero_shot, metaicl, channel_metaicl, finetune,
-    finetune_metatrain."""
+    finetune_metatrain. Empty: no table, only the lm_icl suite (a language model needs no tasks then)."""
     k: List[int] = field(default_factory=lambda: [16])
     """Language model: demonstrations (k-shot sweep); fine-tuning uses the same k examples. 0-shot rows have k = 0."""
     seeds: List[int] = field(default_factory=lambda: list(SEEDS))
@@ -44,6 +44,11 @@ class EvalConfig:
     """Language model: the content-free input of PMI calibration (Zhao et al. 2021 use "N/A")."""
     max_test_examples: int = 0
     """Language model: test examples per task (0 = all)."""
+    lm_icl: bool = True
+    """Language model: also measure each model's in-context ability on its own (suite `lm_icl`,
+    metaicl/eval/lm_icl.py: Olsson et al.'s ICL score on held-out windows of the mixture and on an iid control, the
+    repeated-sequence gap and copy accuracy, induction and previous-token head scores). Pretraining measures the
+    same at every train.eval_every, whatever this says."""
     fast: bool = True
     """Language model: score with the shared demonstrations' KV cache (same scores as full sequences, faster)."""
     batch_size: Optional[int] = None
@@ -63,7 +68,7 @@ class EvalConfig:
         if unknown or not self.sets:
             raise ConfigError(f"{prefix}.sets", f"must be a non-empty subset of {list(EVAL_SETS)}, got {self.sets}")
         unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
+        if unknown:
             raise ConfigError(f"{prefix}.methods", f"unknown {unknown} (known: {', '.join(METHODS)})")
         if not self.k or any(k < 1 for k in self.k):
             raise ConfigError(f"{prefix}.k", f"must be a non-empty list of k >= 1, got {self.k}")

@@ -148,6 +148,7 @@ class LMStage:
             wrap: Callable = lambda m: m, report: Callable[[dict], None] = lambda m: None) -> list[dict]:
         import torch
 
+        from metaicl.eval.lm_icl import lm_icl_rows
         from metaicl.train.checkpoint import Checkpointer
         from metaicl.train.loop import train_loop
 
@@ -161,9 +162,12 @@ class LMStage:
         def evaluate() -> dict:
             was = model.training
             model.eval()
-            loss = lm_loss(model, tuple(t.to(device) for t in heldout)).item()
+            metrics = {"heldout": {"loss": lm_loss(model, tuple(t.to(device) for t in heldout)).item()}}
+            if self.stream is not None:  # in-context ability over pretraining (its onset: Olsson et al. 2022)
+                for row in lm_icl_rows(model, heldout[0].to(device)):
+                    metrics.setdefault(f"lm_icl/{row['task']}", {})[row["metric"]] = row["value"]
             model.train(was)
-            return {"heldout": {"loss": loss}}
+            return metrics
 
         history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=lm_loss,
                              checkpointer=Checkpointer(out / "checkpoints"), is_chief=rank == 0, device=device,
