@@ -185,6 +185,10 @@ class ExperimentConfig:
     def validate(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError("name", f"must be letters, digits, '_', '-' or '.', got {self.name!r}")
+        for key in ("out_dir", "runs_root", "data_root"):  # written into: a file there is a mistake, said up front
+            where = getattr(self, key)
+            if where is not None and Path(where).exists() and not Path(where).is_dir():
+                raise ConfigError(key, f"{where} is a file, not a directory")
         for group in GROUPS:
             if getattr(self, group) is not None:
                 getattr(self, group).validate(group)

@@ -38,6 +38,11 @@ class ZipfLMConfig:
     """Minimum distance in tokens between a copied span and its source."""
     span_length: int = 8
     """Tokens per span (the unit of copying)."""
+    copy_offset: str = "aligned"
+    """Where a copied span comes from: `aligned`, an earlier span slot (so every copy sits a multiple of
+    span_length back, and a model can copy by position alone: measured, a tiny GPT-2 then copies random
+    sequences only at such offsets); `any`, any earlier position at least long_range_distance back, so finding
+    the source takes matching content (what an induction head does, Olsson et al. 2022)."""
     doc_length: int = 512
     """Tokens per document (a multiple of span_length)."""
 
@@ -57,6 +62,8 @@ class ZipfLMConfig:
             raise bad("long_range", f"must be in [0, 1], got {self.long_range}")
         if self.span_length < 1 or self.doc_length % self.span_length:
             raise bad("span_length", f"must be >= 1 and divide doc_length={self.doc_length}, got {self.span_length}")
+        if self.copy_offset not in ("aligned", "any"):
+            raise bad("copy_offset", f"must be aligned or any, got {self.copy_offset!r}")
         if self.long_range > 0 and self.long_range_distance + self.span_length > self.doc_length:
             raise bad("long_range_distance", f"{self.long_range_distance} leaves no room to copy in a document of "
                                              f"{self.doc_length} tokens")
@@ -83,6 +90,12 @@ def sample_docs(cfg: ZipfLMConfig, rng: np.random.Generator, n_docs: int) -> np.
         rows = np.arange(n_docs)
         for slot in range(lag, slots):  # in order, so a copy may copy a copy, as text repeats itself
             copy = rng.random(n_docs) < cfg.long_range
-            source = rng.integers(0, slot - lag + 1, size=n_docs)
-            spans[rows[copy], slot] = spans[rows[copy], source[copy]]
+            if cfg.copy_offset == "aligned":
+                source = rng.integers(0, slot - lag + 1, size=n_docs)
+                spans[rows[copy], slot] = spans[rows[copy], source[copy]]
+                continue
+            start = slot * span
+            first = rng.integers(0, start - cfg.long_range_distance + 1, size=n_docs)  # a token position
+            for row in rows[copy]:
+                docs[row, start : start + span] = docs[row, first[row] : first[row] + span]
     return docs

@@ -53,6 +53,18 @@ def test_error_in_file_names_file_and_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+def test_an_output_path_that_names_a_file_is_one_error(tmp_path, capsys):
+    """Issue 19: out_dir naming an existing file was a FileExistsError traceback."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for key in ("out_dir", "runs_root", "data_root"):  # the last override of a key wins: this one
+        code = main(["run", str(QUICKSTART), f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data",
+                     f"{key}={tmp_path / 'notes.txt'}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [f"metaicl: config error: {key}: {tmp_path / 'notes.txt'} is a file, not a "
+                                     f"directory (command-line override '{key}={tmp_path / 'notes.txt'}')"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_missing_file_and_invalid_yaml(tmp_path, capsys):
     code, err = run_cli(tmp_path, capsys, str(tmp_path / "nope.yaml"))
     assert code == 2 and "config file not found" in err[0]

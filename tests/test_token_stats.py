@@ -42,6 +42,23 @@ def test_copies_keep_the_unigram_law_and_respect_the_minimum_distance():
             assert any((doc[slot] == doc[src]).all() for src in range(slot - lag + 1))
 
 
+def test_unaligned_copies_come_from_any_earlier_position_far_enough_back():
+    """copy_offset=any: each copied span occurs earlier at least long_range_distance back, and the offsets are
+    not all multiples of span_length (aligned copies can be found by position alone)."""
+    cfg = dataclasses.replace(BASE, zipf_alpha=1.2, long_range=1.0, long_range_distance=40, span_length=8,
+                              copy_offset="any")
+    d = sample_docs(cfg, rng_for(1, "copy"), 50)
+    offsets = []
+    for doc in d:
+        for start in range(40, 256, 8):
+            found = [start - s for s in range(start - 40 + 1) if (doc[s : s + 8] == doc[start : start + 8]).all()]
+            assert found, start
+            offsets.append(min(found))
+    assert len({o % 8 for o in offsets}) == 8  # every residue, not only 0
+    with pytest.raises(Exception, match="copy_offset"):
+        dataclasses.replace(cfg, copy_offset="nearby").validate("zipf_lm")
+
+
 def test_long_range_raises_burstiness_and_information_gain_iid_has_none():
     iid, some, more = docs(zipf_alpha=1.2), docs(zipf_alpha=1.2, long_range=0.1), docs(zipf_alpha=1.2, long_range=0.3)
     assert doc_burstiness(iid, 2048) == pytest.approx(1.0, abs=0.02)
