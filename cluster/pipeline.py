@@ -134,8 +134,8 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable
     write_text(out / "config.yaml", resolved_yaml)
     echo(f"run {out}")
     chosen = {s.where for s in training}
-    steps = execute(lambda: plan(cfg, stages), lambda s: s.where in chosen, echo, ray_once, out / "ray", progress,
-                    cpus)
+    execute(lambda: plan(cfg, stages), lambda s: s.where in chosen, echo, ray_once, out / "ray", progress, cpus)
+    steps = plan(cfg, stages)  # every arm's steps, also two arms that share one
     write_json(out / "steps.json", {s.name: str(s.where) for s in steps})  # what this run read, by directory
     if evaluates:
         copy_cards(cfg, out)
