@@ -149,7 +149,15 @@ def check_lm(cfg: ExperimentConfig, stages) -> None:
 
 def check_lm_steps(cfg: ExperimentConfig, stages, steps: list[Step], training: list[Step]) -> None:
     """A stage that starts from a model an earlier stage makes needs that model on disk, unless the earlier stage
-    runs too; `metaicl eval` alone needs every model it scores."""
+    runs too; `metaicl eval` alone needs every model it scores; the task files a stage reads parse (a malformed
+    line is one error naming file and line here, not a traceback from inside a Ray task)."""
+    if cfg.tasks is not None and cfg.tasks.path is not None:
+        names = [*(cfg.tasks.meta_train if "metatrain" in stages and meta_variants(cfg) else []),
+                 *(cfg.tasks.eval if "eval" in stages and cfg.eval.methods else [])]
+        if names:
+            from metaicl.data.tasks import load_collection
+
+            load_collection(cfg.tasks.path, names)
     for s in training:
         init = s.spec.init
         if (s.stage == "metatrain" and "pretrain" not in stages and not s.done and init is not None

@@ -263,12 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as err:
-        print(f"metaicl: {err}", file=sys.stderr)
-        return 2
-    except RunFailed as err:
-        print(f"metaicl: {err}", file=sys.stderr)
-        return 1
+    except (ConfigError, RunFailed) as err:
+        print(f"metaicl: {message(err)}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+
+
+def message(err: BaseException) -> str:
+    """One line for the user. An error raised inside a Ray task reaches the driver as Ray's RayTaskError, which
+    subclasses the error's own class and carries the remote traceback in its text: its `cause` is the error."""
+    cause = getattr(err, "cause", None)
+    return str(cause if isinstance(cause, (ConfigError, RunFailed)) else err)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,41 @@ def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_sessio
     assert not any(tmp_path.iterdir())
 
 
+def test_a_malformed_task_line_is_one_error_naming_file_and_line_before_anything_runs(ray_session, tmp_path,
+                                                                                     tiny_hf_model, capsys):
+    """Issue 19: task files were read inside the evaluation's Ray task, so a bad line came wrapped in Ray's
+    traceback; the stage now reads what it will use before the run directory exists."""
+    import shutil
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(ROOT / "data" / "icl" / "cb", tasks / "cb")
+    test_file = tasks / "cb" / "cb_test.jsonl"
+    lines = test_file.read_text().splitlines()
+    test_file.write_text("\n".join([*lines[:5], '{"task": "cb", "input": ', *lines[6:]]) + "\n")
+    args = [REAL, f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512", "episodes.max_length=512",
+            f"tasks.path={tasks}", "tasks.meta_train=[]", "tasks.eval=[cb]", "eval.methods=[zero_shot]",
+            "eval.use_gpu=false", f"out_dir={tmp_path / 'run'}"]
+    assert main(["eval", *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"metaicl: config error: cb_test.jsonl: malformed JSON: Expecting value ({test_file}:6)\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_raised_inside_a_ray_task_is_its_own_one_line_message(ray_session):
+    import ray
+
+    from metaicl.cli import message
+    from metaicl.core.errors import ConfigError
+
+    def fails():
+        raise ConfigError("eval.k", "cannot draw 99 demonstrations", where="cb_train.jsonl")
+
+    with pytest.raises(ConfigError) as caught:  # Ray's RayTaskError subclasses the error's class
+        ray.get(ray.remote(fails).remote())
+    assert "ray::fails()" in str(caught.value) and len(str(caught.value).splitlines()) > 1  # its remote stack
+    assert message(caught.value) == "config error: eval.k: cannot draw 99 demonstrations (cb_train.jsonl)"
+
+
 def test_metatraining_on_the_real_tasks_text_episodes_runs_and_saves_the_model(tmp_path, tiny_hf_model):
     from metaicl.core.config import load_config
     from metaicl.experiment import ExperimentConfig
