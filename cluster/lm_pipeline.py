@@ -115,7 +115,7 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
         steps.append(Step("pretrain", "pretrain", Path(pre.out_dir), DONE_FILE, spec=pre,
                           known=inputs.manifest is not None))
         base = str(pre.model_dir)
-    for variant in meta_variants(cfg):
+    for variant in meta_variants(cfg) if {"metatrain", "eval"} & set(stages) else []:
         name = f"metatrain [{variant}]"
         if inputs.tokenizer is None:  # the collection (or the mixture it is written in) is not there yet
             where = Path(cfg.data_root).absolute() / f"metatrain-{variant}-<after data>"

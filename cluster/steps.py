@@ -46,10 +46,10 @@ class Step:
         return self.known and (self.where / self.marker).exists()
 
 
-def format_plan(out: Path, steps: list[Step], finish: tuple[str, bool]) -> str:
+def format_plan(out: Path, steps: list[Step], finish: tuple[str, bool] | None) -> str:
     """`metaicl run --dry-run`: every step with its directory and whether it is done, then the run's own step
-    (`finish`: its name and whether it is done); nothing is started."""
-    rows = [(s.name, s.done, s.where) for s in steps] + [(finish[0], finish[1], out)]
+    (`finish`: its name and whether it is done; None for a single training stage); nothing is started."""
+    rows = [(s.name, s.done, s.where) for s in steps] + ([(finish[0], finish[1], out)] if finish else [])
     width = max(len(name) for name, _, _ in rows)
     lines = [f"run {out}: {sum(not done for _, done, _ in rows)} of {len(rows)} steps to run"]
     lines += [f"  {name:<{width}}  {'done  ' if done else 'to run'}  {where}" for name, done, where in rows]
