@@ -77,29 +77,40 @@ def execute(plan: Callable[[], list[Step]], select: Callable[[Step], bool], echo
             ray_once: Callable[[], None], storage: Path | None = None, progress: bool = False,
             cpus: float | None = None) -> list[Step]:
     """Make every selected step that is not done, stage by stage (WAVES), planning again after each; steps that
-    several plans share (the same directory) are made once. Says what it reuses. Returns the last plan."""
-    for stage in WAVES:
-        chosen = [s for s in unique(plan()) if s.stage == stage and select(s)]
-        for step in chosen:
-            if step.done:
-                echo(f"{step.name}: " + (f"reusing {step.where}" if step.make else "done already, skipping"))
-        todo = [s for s in chosen if not s.done]
-        if not todo:
-            continue
-        if any(not s.known for s in todo):  # an earlier stage was not selected: nothing can name this one yet
-            raise RuntimeError(f"{todo[0].name} waits on a step that was not made")
-        ray_once()
-        if todo[0].spec is None:
-            for step in todo:
-                t = time.perf_counter()
-                step.make(progress)
-                echo(f"{step.name}: built {step.where} in {time.perf_counter() - t:.1f}s")
-            continue
-        specs = [s.spec for s in todo]
-        if len({s.arm for s in specs}) < len(specs):  # several plans' steps (a sweep's): named by their directories
-            specs = [dataclasses.replace(s.spec, arm=s.where.name) for s in todo]
-        fit_specs(specs, storage or todo[0].where.parent / "ray", echo, progress, todo[0].name.split(" ")[0], cpus)
+    several plans share (the same directory) are made once, and a step another process is making (its lease:
+    cluster.lease) is waited for, not made twice. Says what it reuses. Returns the last plan."""
+    from cluster.lease import Leases
+
+    with Leases(echo) as leases:
+        for stage in WAVES:
+            chosen = [s for s in unique(plan()) if s.stage == stage and select(s)]
+            for step in chosen:
+                if step.done:
+                    echo(f"{step.name}: " + (f"reusing {step.where}" if step.make else "done already, skipping"))
+            todo = [s for s in chosen if not s.done]
+            if any(not s.known for s in todo):  # an earlier stage was not selected: nothing can name this one yet
+                raise RuntimeError(f"{todo[0].name} waits on a step that was not made")
+            while mine := leases.claim(todo):  # [] once every step of the stage is done, here or elsewhere
+                ray_once()
+                make(mine, storage, echo, progress, cpus)
+                for step in mine:
+                    leases.release(step.where)
     return unique(plan())
+
+
+def make(steps: list[Step], storage: Path | None, echo: Callable[[str], None], progress: bool,
+         cpus: float | None) -> None:
+    """Build data steps one after another, or fit training steps together."""
+    if steps[0].spec is None:
+        for step in steps:
+            t = time.perf_counter()
+            step.make(progress)
+            echo(f"{step.name}: built {step.where} in {time.perf_counter() - t:.1f}s")
+        return
+    specs = [s.spec for s in steps]
+    if len({s.arm for s in specs}) < len(specs):  # several plans' steps (a sweep's): named by their directories
+        specs = [dataclasses.replace(s.spec, arm=s.where.name) for s in steps]
+    fit_specs(specs, storage or steps[0].where.parent / "ray", echo, progress, steps[0].name.split(" ")[0], cpus)
 
 
 def unique(steps: list[Step]) -> list[Step]:

@@ -80,3 +80,48 @@ def test_gpus_the_cluster_lacks_stop_the_run_before_anything_is_written(ray_sess
     with pytest.raises(ConfigError, match="needs 1 GPU"):
         run(cfg, to_yaml(resolved), echo=lambda _: None, progress=False)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_two_processes_running_one_config_make_each_step_once(tmp_path):
+    """Issue 19's twin: two `metaicl run`s of the same config at once, sharing data_root. Each step is leased
+    (cluster/lease.py): one process makes it, the other waits and reuses it; both finish with the same results."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).with_name("metaicl"))
+    args = [exe, "run", str(TINY), f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data", "cluster.num_cpus=1"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trained = [arm for out in outs for line in out.splitlines() if line.startswith("train: ")
+               for arm in line.removeprefix("train: ").split(" finished")[0].split(", ")]
+    built = [line for out in outs for line in out.splitlines() if ": built " in line]
+    assert sorted(trained) == ["bursty", "non_bursty"], outs  # each arm trained once, by one of the two
+    assert len(built) == 2, outs  # each arm's data built once
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert (run_dir / "results.parquet").exists() and not list((tmp_path / "data").glob(".*.lease"))
+
+
+def test_a_lease_whose_holder_is_gone_is_taken_over_and_a_live_one_is_not(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from cluster.lease import Leases, lease_path
+
+    step = tmp_path / "train-1a2b3c4d"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lease_path(step).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    with Leases(echo=lambda _: None) as leases:
+        assert leases.try_claim(step)  # its holder exited: taken over
+        assert json.loads(lease_path(step).read_text())["pid"] != int(dead.stdout)
+    assert not lease_path(step).exists()  # released on exit
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lease_path(step).write_text(json.dumps({"host": socket.gethostname(), "pid": alive.pid}))
+        with Leases(echo=lambda _: None) as leases:
+            assert not leases.try_claim(step)  # a live holder keeps it
+    finally:
+        alive.kill()
