@@ -82,7 +82,7 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
     return main
 
 
-LM_ICL_COLUMNS = {("mixture", "icl_score"): "ICL score", ("iid", "icl_score"): "… iid control",
+LM_ICL_COLUMNS = {("mixture", "icl_score"): "ICL score", ("shuffled", "icl_score"): "… shuffled",
                   ("repeat", "gap"): "repeat gap", ("repeat", "copy_accuracy"): "copy acc.",
                   ("repeat_boundary", "gap"): "gap across boundary", ("repeat_lag", "gap"): "gap at lag n",
                   ("heads", "induction_score"): "induction head", ("heads", "previous_token_score"): "prev-token head"}
@@ -120,7 +120,7 @@ def lm_icl_section(results: pd.DataFrame) -> list[str]:
     rows = results[results.suite == LM_ICL]
     parts = ["", "## In-context ability of each model (lm_icl)", "",
              "ICL score: loss at late minus early positions of held-out windows of the mixture (negative = the "
-             "context helps; Olsson et al. 2022), and on the same tokens shuffled (iid control, ≈ 0). Repeat gap: "
+             "context helps; Olsson et al. 2022), and on each window's tokens shuffled (order control: what a bag of context tokens gives). Repeat gap: "
              "loss on the first minus the second copy of a random token sequence (≈ ln V for a perfect copier, 0 "
              "for none), with the second copy's top-1 copy accuracy; across a document boundary and at a lag of n "
              "random tokens. Head scores: the best head's induction and previous-token attention (TransformerLens' "

@@ -9,7 +9,7 @@
 | stage | what produced the row: `train` (the classifier), `pretrain`, `metatrain/<variant>`, `eval` |
 | step | training step of the measurement (null for evaluation after training) |
 | suite | `icl_sets` (Chan et al.'s eval sets), `train` (training loss), `heldout` (a language model's held-out loss), `metaicl` (MetaICL's table), `lm_icl` (a language model's own in-context ability: metaicl/eval/lm_icl.py) |
-| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, the target task, or lm_icl's measurement (mixture, iid, repeat, repeat_boundary, repeat_lag, heads) |
+| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, the target task, or lm_icl's measurement (mixture, shuffled, repeat, repeat_boundary, repeat_lag, heads) |
 | method | MetaICL's row (metaicl, in_context, ...); for lm_icl after training, the model measured (pretrained, metaicl, ...); null elsewhere |
 | k | demonstrations (0 for 0-shot rows); null where the context size is not a knob of the row |
 | seed | the demonstration seed (MetaICL), else the training seed |

@@ -275,7 +275,7 @@ def lm_icl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
     out["seeds"] = grouped.size()
     md, figures = ["", "## In-context ability of the pretrained models (lm_icl; mean and SD over seeds)", "",
                    "Measured after pretraining (metaicl/eval/lm_icl.py): ICL score (late minus early loss; negative "
-                   "= context helps), its iid control, the repeated-sequence gap (first minus second copy's loss), "
+                   "= context helps), its order control (tokens shuffled within each window), the repeated-sequence gap (first minus second copy's loss), "
                    "copy accuracy, the gap across a document boundary and at a lag, and the best induction and "
                    "previous-token head scores.", "", markdown_table(out.reset_index())], []
     if any(pd.api.types.is_numeric_dtype(final[k]) for k in keys):

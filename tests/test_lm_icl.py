@@ -71,9 +71,10 @@ def test_a_uniform_model_has_no_gap_and_an_icl_score_of_zero():
         pytest.approx(math.log(V), abs=1e-4)
 
 
-def test_the_icl_score_is_negative_when_context_helps_and_zero_on_the_iid_control():
+def test_the_icl_score_is_negative_when_context_helps_and_zero_on_the_order_control():
     """Windows that repeat their first half: the copier predicts the late positions (second half) perfectly and
-    the early ones at ln V, so the score is -ln V. The iid control keeps the tokens and loses the repeats."""
+    the early ones at ln V, so the score is -ln V. The order control keeps each window's tokens, loses the
+    repeats."""
     torch.manual_seed(0)
     half = torch.stack([torch.randperm(V - 1)[: L // 2] + 1 for _ in range(8)])  # no token twice in a half
     windows = torch.cat([half, half], dim=1)
@@ -81,9 +82,9 @@ def test_the_icl_score_is_negative_when_context_helps_and_zero_on_the_iid_contro
     rows = rows_by(lm_icl_rows(Copier(), windows, LMICLConfig(sequences=8)))
     assert rows[("mixture", "icl_score")] == pytest.approx(-math.log(V), rel=0.02)
     control = shuffled(windows, seed=0)
-    assert torch.equal(control.flatten().sort().values, windows.flatten().sort().values)
+    assert torch.equal(control.sort(dim=1).values, windows.sort(dim=1).values)  # each window keeps its tokens
     assert (control[:, : L // 2] == control[:, L // 2 :]).float().mean() < 0.05
-    assert rows_by(lm_icl_rows(Uniform(), windows))[("iid", "icl_score")] == pytest.approx(0.0, abs=1e-6)
+    assert rows_by(lm_icl_rows(Uniform(), windows))[("shuffled", "icl_score")] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_sequences_are_bos_then_a_copy_then_the_same_copy():
@@ -127,7 +128,7 @@ def test_every_row_of_a_tiny_gpt2_is_finite_and_its_attention_kernel_is_restored
     before = model.config._attn_implementation
     rows = lm_icl_rows(model, torch.randint(1, 300, (4, L)), LMICLConfig(sequences=4))
     got = rows_by(rows)
-    assert {task for task, _ in got} == {"mixture", "iid", *REPEAT_VARIANTS, "heads"}
+    assert {task for task, _ in got} == {"mixture", "shuffled", *REPEAT_VARIANTS, "heads"}
     assert all(math.isfinite(v) for v in got.values())
     assert 0 <= got[("heads", "induction_score")] <= 1 and 0 <= got[("heads", "previous_token_score")] <= 1
     assert abs(got[("repeat", "gap")]) < 0.5  # an untrained model does not copy

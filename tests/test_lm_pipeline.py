@@ -39,7 +39,7 @@ def test_a_language_model_measured_by_its_own_in_context_ability_alone_needs_no_
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.suite) == {"train", "heldout", "lm_icl"} and set(results.stage) == {"pretrain", "eval"}
     after = results[results.stage == "eval"]
-    assert set(after.method) == {"pretrained"} and set(after.task) == {"mixture", "iid", "repeat",
+    assert set(after.method) == {"pretrained"} and set(after.task) == {"mixture", "shuffled", "repeat",
                                                                         "repeat_boundary", "repeat_lag", "heads"}
     curve = results[(results.suite == "lm_icl") & (results.stage == "pretrain")]
     assert sorted(curve.step.unique()) == [0, 2, 4]

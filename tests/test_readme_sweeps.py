@@ -27,7 +27,7 @@ def test_language_model_stages(repo):
     assert set(results.stage) == {"pretrain", "metatrain/metaicl", "eval"}  # training curves and the table
     own = results[results.suite == "lm_icl"]  # each model's own in-context ability, and over pretraining
     assert set(own[own.stage == "eval"].method) == {"pretrained", "metaicl"}
-    assert set(own.task) == {"mixture", "iid", "repeat", "repeat_boundary", "repeat_lag", "heads"}
+    assert set(own.task) == {"mixture", "shuffled", "repeat", "repeat_boundary", "repeat_lag", "heads"}
     assert sorted(own[own.stage == "pretrain"].step.unique()) == [0, 2, 4]  # every train.eval_every
     results = results[results.suite == "metaicl"]
     assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}

@@ -46,7 +46,7 @@ class EvalConfig:
     """Language model: test examples per task (0 = all)."""
     lm_icl: bool = True
     """Language model: also measure each model's in-context ability on its own (suite `lm_icl`,
-    metaicl/eval/lm_icl.py: Olsson et al.'s ICL score on held-out windows of the mixture and on an iid control, the
+    metaicl/eval/lm_icl.py: Olsson et al.'s ICL score on held-out windows of the mixture and on its order control, the
     repeated-sequence gap and copy accuracy, induction and previous-token head scores). Pretraining measures the
     same at every train.eval_every, whatever this says."""
     fast: bool = True
