@@ -184,34 +184,30 @@ def model_dirs(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, str]:
 
 def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
              cpus: float | None = None) -> pd.DataFrame:
-    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task, and
-    with eval.lm_icl one more per model measuring its own in-context ability, with eval.*'s resources; unless
+    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task and,
+    with eval.lm_icl, measuring the model's own in-context ability, with eval.*'s resources; unless
     eval.cpus_per_worker says otherwise, the tasks share `cpus` (default: the cluster's CPUs). Result rows."""
     import ray
 
-    from metaicl.eval.evaluate import evaluate_variant
-    from metaicl.eval.lm_icl import LMICLConfig, measure_model
+    from metaicl.eval.evaluate import measure_variant
     from metaicl.train.ray_train import cpus_each, threads
 
     e = cfg.eval
-    each = e.cpus_per_worker or cpus_each(len(dirs) * (bool(e.methods) + e.lm_icl), cpus)
+    each = e.cpus_per_worker or cpus_each(len(dirs), cpus)
     # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
-    options = dict(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0, scheduling_strategy="DEFAULT")
-    device, stream = "cuda" if e.use_gpu else "cpu", str(inputs.manifest.root) if inputs.manifest else None
-    futures = []
-    for variant, path in dirs.items():
-        methods = [m for m in e.methods if METHODS[m].model == variant]
-        if methods:
-                futures.append((f"eval [{variant}]", METAICL, ray.remote(evaluate_variant).options(**options).remote(
-                variant, path, methods, str(inputs.tasks), inputs.eval, e, cfg.episodes, cfg.finetune,
-                inputs.tokenizer, device, threads=threads(each))))
-        if e.lm_icl:
-            futures.append((f"eval [{variant}] lm_icl", LM_ICL, ray.remote(measure_model).options(**options).remote(
-                variant, path, stream, LMICLConfig(), device, threads=threads(each))))
+    remote = ray.remote(measure_variant).options(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0,
+                                                 scheduling_strategy="DEFAULT")
+    stream = str(inputs.manifest.root) if inputs.manifest else None
+    futures = {variant: remote.remote(variant, path, [m for m in e.methods if METHODS[m].model == variant],
+                                      str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes,
+                                      cfg.finetune, inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream,
+                                      threads(each))
+               for variant, path in dirs.items()}
     started, frames = time.perf_counter(), []
-    for what, suite, future in futures:
-        frames.append(tidy(pd.DataFrame(ray.get(future)), suite=suite))
-        echo(f"{what}: done ({time.perf_counter() - started:.0f}s)")
+    for variant, future in futures.items():
+        table, own = ray.get(future)
+        frames += [tidy(pd.DataFrame(table), suite=METAICL), tidy(pd.DataFrame(own), suite=LM_ICL)]
+        echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -1,4 +1,5 @@
-"""cluster.address other than `local` joins that cluster instead of starting one (here: a head on loopback)."""
+"""cluster.address other than `local` joins that cluster instead of starting one (here: a head on loopback); two
+runs of one config on it at once make each step once."""
 from __future__ import annotations
 
 import os
@@ -49,6 +50,20 @@ def test_run_joins_a_running_cluster_at_its_address(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "data [bursty]: built" in proc.stdout and "data [non_bursty]: built" in proc.stdout
         assert len(list((tmp_path / "data").glob("*/manifest.json"))) == 2
+
+        # Issue 19's twin: two `metaicl run`s of that config at once, on this cluster, sharing data_root. Each
+        # step is leased (cluster/lease.py): one process trains it, the other waits and reuses it.
+        twins = [subprocess.Popen([str(BIN / "metaicl"), "run", str(TINY), f"cluster.address=127.0.0.1:{port}",
+                                   f"data_root={tmp_path}/data", f"runs_root={tmp_path}/runs"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=400)[0] for p in twins]
+        assert [p.returncode for p in twins] == [0, 0], outs
+        trained = [arm for out in outs for line in out.splitlines() if line.startswith("train: ")
+                   for arm in line.removeprefix("train: ").split(" finished")[0].split(", ")]
+        assert sorted(trained) == ["bursty", "non_bursty"], outs  # each arm trained once, by one of the two
+        [run_dir] = (tmp_path / "runs").iterdir()
+        assert (run_dir / "results.parquet").exists() and not list((tmp_path / "data").glob(".*.lease"))
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # the head we started, never `ray stop`
         try:

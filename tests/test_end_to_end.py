@@ -82,27 +82,6 @@ def test_gpus_the_cluster_lacks_stop_the_run_before_anything_is_written(ray_sess
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
-def test_two_processes_running_one_config_make_each_step_once(tmp_path):
-    """Issue 19's twin: two `metaicl run`s of the same config at once, sharing data_root. Each step is leased
-    (cluster/lease.py): one process makes it, the other waits and reuses it; both finish with the same results."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    exe = str(Path(sys.executable).with_name("metaicl"))
-    args = [exe, "run", str(TINY), f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data", "cluster.num_cpus=1"]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    trained = [arm for out in outs for line in out.splitlines() if line.startswith("train: ")
-               for arm in line.removeprefix("train: ").split(" finished")[0].split(", ")]
-    built = [line for out in outs for line in out.splitlines() if ": built " in line]
-    assert sorted(trained) == ["bursty", "non_bursty"], outs  # each arm trained once, by one of the two
-    assert len(built) == 2, outs  # each arm's data built once
-    [run_dir] = (tmp_path / "runs").iterdir()
-    assert (run_dir / "results.parquet").exists() and not list((tmp_path / "data").glob(".*.lease"))
-
-
 def test_a_lease_whose_holder_is_gone_is_taken_over_and_a_live_one_is_not(tmp_path):
     import json
     import socket

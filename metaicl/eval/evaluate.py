@@ -96,6 +96,20 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
     return rows
 
 
+def measure_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str | None, task_names: list[str],
+                    cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec | None, device: str = "cpu",
+                    stream: str | None = None, threads: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Everything an LM run measures of one model, in one Ray task (one worker process, not two): its rows of
+    MetaICL's table (`methods`, if any) and, with cfg.lm_icl, its own in-context ability (metaicl.eval.lm_icl;
+    `stream`: the mixture's directory, for the ICL score)."""
+    from metaicl.eval.lm_icl import LMICLConfig, measure_model
+
+    table = evaluate_variant(variant, model_dir, methods, tasks_path, task_names, cfg, episodes, finetune, tokenizer,
+                             device, threads=threads) if methods else []
+    own = measure_model(variant, model_dir, stream, LMICLConfig(), device, threads) if cfg.lm_icl else []
+    return table, own
+
+
 def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str, task_names: list[str],
                      cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec, device: str = "cpu",
                      progress=None, threads: int | None = None) -> list[dict]:
