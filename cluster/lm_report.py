@@ -112,7 +112,9 @@ def over_training(curves: pd.DataFrame) -> pd.DataFrame:
         peak = int(np.argmax(sign * values))
         out.append({"measurement": LM_ICL_COLUMNS[(task, metric)], "onset step": reached[0] if reached else None,
                     "peak step": int(steps[peak]), "peak": values[peak], "final": final})
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    table["onset step"] = pd.array(table["onset step"], dtype="Int64")  # None: the final value is 0
+    return table
 
 
 def lm_icl_section(results: pd.DataFrame) -> list[str]:
@@ -120,7 +122,7 @@ def lm_icl_section(results: pd.DataFrame) -> list[str]:
     rows = results[results.suite == LM_ICL]
     parts = ["", "## In-context ability of each model (lm_icl)", "",
              "ICL score: loss at late minus early positions of held-out windows of the mixture (negative = the "
-             "context helps; Olsson et al. 2022), and on each window's tokens shuffled (order control: what a bag of context tokens gives). Repeat gap: "
+             "context helps; Olsson et al. 2022), and on each window's tokens shuffled (order control: a model that relies on order does worse late there). Repeat gap: "
              "loss on the first minus the second copy of a random token sequence (≈ ln V for a perfect copier, 0 "
              "for none), with the second copy's top-1 copy accuracy; across a document boundary and at a lag of n "
              "random tokens. Head scores: the best head's induction and previous-token attention (TransformerLens' "
