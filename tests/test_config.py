@@ -42,6 +42,22 @@ def test_bad_value_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, o
     assert list(tmp_path.iterdir()) == []
 
 
+LM = ROOT / "configs" / "metaicl_synthetic.yaml"
+
+
+@pytest.mark.parametrize("group", ["data", "model", "train", "eval", "cluster", "sweep", "pretrain", "lm", "tasks",
+                                   "episodes", "metatrain", "finetune", "pretrain.sources.zipf",
+                                   "pretrain.sources.zipf.zipf_lm", "tasks.synthetic"])
+def test_an_unknown_key_in_any_group_is_one_line_naming_it(tmp_path, capsys, group):
+    """Issue 19's bad-input corpus: a misspelt key anywhere in the tree, in either kind of config."""
+    lm = group.split(".")[0] in ("pretrain", "lm", "tasks", "episodes", "metatrain", "finetune")
+    config = LM if lm else QUICKSTART
+    code, err = run_cli(tmp_path, capsys, str(config), f"{group}.bogus=1")
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"metaicl: config error: {group}.bogus: unknown key"), err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_error_in_file_names_file_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndata:\n  num_classes: 64\n  bogus: 1\n")
