@@ -57,13 +57,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def arm_card(run: Path, arm_name: str, arm: ExperimentConfig) -> dict:
     """The statistics card the arm trained on: the run's copy (cards/<arm>.json), else its data directory's (the
     token mixture a language model pretrained on, or the classifier's few-shot data)."""
-    data = arm.pretrain if arm.pretrain is not None else arm.data
-    paths = [run / "cards" / f"{arm_name}.json"]
-    paths += [target_dir(data, arm.data_root) / "stats.json"] if data is not None else []
-    for path in paths:
-        if path.exists():
+    for path in [run / "cards" / f"{arm_name}.json", data_card(arm)]:
+        if path is not None and path.exists():
             return read_json(path)
     return {}
+
+
+def data_card(arm: ExperimentConfig) -> Path | None:
+    """Where the statistics card of the data `arm` trains on is written: its data directory's stats.json."""
+    return target_dir(arm.data_spec, arm.data_root) / "stats.json" if arm.data_spec is not None else None
 
 
 def run_table(run: Path) -> pd.DataFrame:

@@ -171,10 +171,10 @@ def check_cluster(cfg: ExperimentConfig, todo: list[Step], evaluates: bool) -> N
 def copy_cards(cfg: ExperimentConfig, out: Path) -> None:
     """The statistics card of each arm's data, copied into the run (cards/<arm>.json): a run carries what its data
     measured, wherever data_root is (aggregation reads it)."""
+    from cluster.aggregate import data_card
+
     for name in cfg.arm_names():
-        arm = cfg.arm(name)
-        data = arm.pretrain if arm.pretrain is not None else arm.data
-        card = target_dir(data, arm.data_root) / "stats.json" if data is not None else None
+        card = data_card(cfg.arm(name))
         if card is not None and card.exists():
             copy_file(card, out / "cards" / f"{name}.json")
 

@@ -114,9 +114,8 @@ def make(steps: list[Step], storage: Path | None, echo: Callable[[str], None], p
 
 
 def unique(steps: list[Step]) -> list[Step]:
-    """Each directory once (the first step naming it), in plan order."""
+    """Each directory once (the first step naming it), in plan order; a step not named yet, once per name."""
     seen: dict[Path, Step] = {}
     for step in steps:
-        if not step.known or step.where not in seen:
-            seen.setdefault(step.where if step.known else Path(step.name), step)
+        seen.setdefault(step.where if step.known else Path(step.name), step)
     return list(seen.values())

@@ -114,7 +114,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     names, mixture_cards = cfg.arm_names(), {}
     for name in names:
         arm = cfg.arm(name)
-        spec = arm.pretrain if arm.pretrain is not None else arm.data
+        spec = arm.data_spec
         if spec is None:
             raise ConfigError("pretrain", "this config names no data to build (no `pretrain:` or `data:` group)")
         where = ((Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir

@@ -227,6 +227,12 @@ class ExperimentConfig:
                                                      f"{self.lm.context_length}")
 
     @property
+    def data_spec(self):
+        """The data this config trains on: its token mixture (`pretrain:`), else its few-shot data (`data:`), else
+        None."""
+        return self.pretrain if self.pretrain is not None else self.data
+
+    @property
     def kind(self) -> str:
         """`lm` (a language model), `classifier` (the spine) or `data` (nothing to train)."""
         return "lm" if self.lm is not None else "classifier" if self.model is not None else "data"
