@@ -104,6 +104,12 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+def r_squared(y: np.ndarray, resid: np.ndarray) -> float:
+    """Share of y's variance the fit explains; nan when y does not vary (nothing to explain)."""
+    total = float(((y - y.mean()) ** 2).sum())
+    return round(1 - float((resid ** 2).sum()) / total, 3) if total > 0 else float("nan")
+
+
 def attribution(final: pd.DataFrame, targets: tuple[str, ...] = ("icl_novel", "iwl")) -> pd.DataFrame:
     """Per (target: an eval set or a method, card statistic): OLS slope of the final score per one SD of the
     statistic across (run, arm) points, its 95% t interval (n - 2 degrees of freedom), R^2 and n."""
@@ -115,7 +121,7 @@ def attribution(final: pd.DataFrame, targets: tuple[str, ...] = ("icl_novel", "i
             x, y = points[stat].to_numpy(float), points["value"].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
             x, y = x[ok], y[ok]
-            if len(x) < 3 or x.std() == 0:
+            if len(x) < 3 or np.ptp(x) <= 1e-9 * max(1.0, float(np.abs(x).max())):  # a constant: no slope
                 continue
             z = (x - x.mean()) / x.std()
             slope, intercept = np.polyfit(z, y, 1)
@@ -124,7 +130,7 @@ def attribution(final: pd.DataFrame, targets: tuple[str, ...] = ("icl_novel", "i
             half = t_quantile(0.975, len(z) - 2) * se
             rows.append({"task": name, "statistic": stat.removeprefix("card."), "slope_per_sd": round(slope, 4),
                          "ci_low": round(slope - half, 4), "ci_high": round(slope + half, 4),
-                         "r2": round(float(np.corrcoef(z, y)[0, 1] ** 2), 3), "n": len(z)})
+                         "r2": r_squared(y, resid), "n": len(z)})
     return pd.DataFrame(rows)
 
 

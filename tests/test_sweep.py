@@ -62,6 +62,16 @@ def test_attribution_finds_the_statistic_that_drives_accuracy_and_not_the_other(
     assert attr.loc["noise", "ci_low"] < 0 < attr.loc["noise", "ci_high"]
 
 
+def test_attribution_skips_a_statistic_constant_up_to_rounding_and_a_constant_score_has_no_r2():
+    final = final_accuracy(synthetic_final()).assign(**{"card.constant": 7.0 + 1e-15 * np.arange(40)})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's poorly-conditioned fit / divide-by-zero warnings reached users
+        assert "constant" not in set(attribution(final).statistic)
+        flat = attribution(final.assign(value=0.5)).set_index("statistic")
+    assert flat.loc["driver", "slope_per_sd"] == 0 and np.isnan(flat.loc["driver", "r2"])
+
+
 def test_swept_keys_leave_out_seeds_and_constants():
     frame = pd.DataFrame({"cfg.data.burstiness": [0, 4], "cfg.data.seed": [0, 1], "cfg.model.d_model": [64, 64]})
     assert swept_keys(frame) == ["cfg.data.burstiness"]
