@@ -133,4 +133,29 @@ def lm_icl_section(results: pd.DataFrame) -> list[str]:
     during = rows[rows.stage == "pretrain"]
     if len(during):
         parts += ["", "### Over pretraining", "", markdown_table(over_training(during))]
+    curves = after[after.task.str.startswith("kshot/")]
+    if len(curves):
+        parts += ["", "### k-shot on GINC prompts", "",
+                  "Accuracy of the most probable option (raw; batch-calibrated) against the Bayes-optimal reader on "
+                  "the same prompts, the model's probability mass on the options (label mass) and the share of it on "
+                  "options the prompt shows; slope: per doubling of k + 1 (metaicl/eval/kshot.py).", "",
+                  markdown_table(kshot_table(curves))]
     return parts
+
+
+KSHOT_COLUMNS = {"accuracy": "accuracy", "accuracy_calibrated": "calibrated", "bayes_accuracy": "Bayes",
+                 "label_mass": "label mass", "context_label_share": "in-context share"}
+
+
+def kshot_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, source, k) and one per curve's slopes (k = "slope")."""
+    rows = rows.assign(model=rows.method, source=rows.task.str.removeprefix("kshot/"))
+    points = rows[rows.k.notna()].pivot_table(index=["model", "source", "k"], columns="metric", values="value")
+    points = points[[c for c in KSHOT_COLUMNS if c in points.columns]].rename(columns=KSHOT_COLUMNS).reset_index()
+    slopes = rows[rows.k.isna()].assign(metric=lambda f: f.metric.str.removesuffix("_slope"))
+    slopes = slopes.pivot_table(index=["model", "source"], columns="metric", values="value")
+    slopes = slopes.rename(columns=KSHOT_COLUMNS).reset_index().assign(k="slope")
+    table = pd.concat([points.assign(k=points.k.astype(int).astype(str)), slopes], ignore_index=True)
+    table = table.sort_values(["model", "source"], kind="stable")[
+        ["model", "source", "k", *[c for c in KSHOT_COLUMNS.values() if c in table]]]
+    return table.astype(object).where(table.notna(), "")  # a slope row has no label mass

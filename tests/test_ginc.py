@@ -1,6 +1,6 @@
 """GINC documents follow their concept's HMM, and few-shot prompts reveal the concept to a Bayesian reader
-(Xie et al. 2022). The reader here is the forward algorithm with the true HMMs, written independently of the
-sampler: it sees only `concepts(cfg)` (the matrices) and the tokens."""
+(Xie et al. 2022). The reader (pretrain_data/ginc_bayes.py) is the forward algorithm with the true HMMs, written
+independently of the sampler: it sees only `concepts(cfg)` (the matrices) and the tokens."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,55 +11,9 @@ import pytest
 from metaicl.core.errors import ConfigError
 from metaicl.core.seeding import rng_for
 from pretrain_data.ginc import GINCConfig, concepts, few_shot_prompts, sample_docs, vocab_size
+from pretrain_data.ginc_bayes import bayes_answer, classify_docs
 
 CFG = GINCConfig()  # the defaults: 5 concepts, 10 entities x 10 properties, 50 tokens + delimiter
-
-
-def forward(cfg, tokens, prior):
-    """Forward algorithm, batched over sequences n, concepts c and any latent q the caller adds.
-    tokens (n, L); prior (n, C, Q, S) over the first hidden state. Returns log p(tokens | c, q) (n, C, Q) and the
-    filtered distribution of the last hidden state (n, C, Q, S)."""
-    cc = concepts(cfg)
-    trans, emission = cc.transition, cc.emission  # (C, S, S), (S, V + 1)
-    alpha, logp = prior, 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for t in range(tokens.shape[1]):
-            if t:
-                alpha = alpha @ trans  # (n, C, Q, S) @ (C, S, S)
-            alpha = alpha * emission[:, tokens[:, t]].T[:, None, None, :]
-            z = alpha.sum(-1)
-            logp = logp + np.log(z)
-            alpha = np.nan_to_num(alpha / z[..., None])
-    return logp, alpha
-
-
-def classify_docs(cfg, docs):
-    """Bayes classifier: the concept whose HMM gives the document the highest likelihood."""
-    prior = np.broadcast_to(concepts(cfg).start, (len(docs), cfg.num_concepts, 1, concepts(cfg).start.size))
-    logp, _ = forward(cfg, docs, prior)
-    return logp[:, :, 0].argmax(1)
-
-
-def bayes_answer(cfg, tokens, k, example_length):
-    """Bayes-optimal y for GINC prompts under the prompt distribution: latent concept c and start property q
-    (uniform), examples independent given (c, q), each starting at (uniform entity, q).
-    Returns the predicted y (n,) and the posterior over the concept (n, C)."""
-    n, E, P, C = len(tokens), cfg.num_entities, cfg.num_properties, cfg.num_concepts
-    start = np.zeros((P - 1, E, P))
-    start[np.arange(P - 1), :, np.arange(1, P)] = 1.0 / E  # q = start property - 1
-    prior = np.broadcast_to(start.reshape(1, 1, P - 1, E * P), (n, C, P - 1, E * P))
-    log_post = np.zeros((n, C, P - 1))
-    for i in range(k):  # the k complete examples x_i y_i
-        a = i * (example_length + 1)
-        log_post += forward(cfg, tokens[:, a:a + example_length], prior)[0]
-    x = tokens[:, k * (example_length + 1):]  # the test x (example_length - 1 tokens)
-    logp_x, alpha = forward(cfg, x, prior) if x.shape[1] else (0.0, prior)
-    log_post = log_post + logp_x
-    post = np.exp(log_post - log_post.max((1, 2), keepdims=True))
-    post /= post.sum((1, 2), keepdims=True)
-    nxt = alpha @ concepts(cfg).transition if x.shape[1] else alpha
-    p_y = np.einsum("ncq,ncqt,tv->nv", post, nxt, concepts(cfg).emission)
-    return p_y.argmax(1), post.sum(2)
 
 
 def test_same_rng_same_documents_and_concept_seed_sets_the_concepts():
@@ -129,7 +83,7 @@ def test_few_shot_examples_reveal_the_concept_to_the_bayes_reader():
     k, length, n = 8, 3, 600
     p = few_shot_prompts(CFG, rng_for(0, "ginc", "prompts"), n, k, length)
     test_x = p["tokens"][:, k * (length + 1):]  # the same test examples without the k examples: k = 0
-    (y0, post0), (y8, post8) = bayes_answer(CFG, test_x, 0, length), bayes_answer(CFG, p["tokens"], k, length)
+    (y0, _, post0), (y8, _, post8) = bayes_answer(CFG, test_x, 0, length), bayes_answer(CFG, p["tokens"], k, length)
     acc0, acc8 = (y0 == p["answer"]).mean(), (y8 == p["answer"]).mean()
     concept0, concept8 = ((post.argmax(1) == p["concept"]).mean() for post in (post0, post8))
     print(f"Bayes-optimal accuracy of y: k=0 {acc0:.3f}, k=8 {acc8:.3f} (chance {1 / vocab_size(CFG):.3f}); "

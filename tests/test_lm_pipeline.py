@@ -31,16 +31,23 @@ def test_a_stage_whose_input_is_missing_says_which_command_to_run_first(ray_sess
 
 
 def test_a_language_model_measured_by_its_own_in_context_ability_alone_needs_no_tasks(ray_session, tmp_path):
-    """eval.methods=[] and no tasks: pretraining with the lm_icl suite over training and after it (issue 14)."""
+    """eval.methods=[] and no tasks: pretraining with the lm_icl suite over training and after it (issue 14); a GINC
+    source in the mixture adds its k-shot curve against the Bayes reader."""
     out = tmp_path / "run"
     args = [SYNTHETIC, f"out_dir={out}", f"data_root={tmp_path / 'data'}", *TINY_SYNTHETIC, "tasks=null",
-            "eval.methods=[]"]
+            "eval.methods=[]", "pretrain.sources.ginc={kind: ginc, weight: 0.25, ginc: {doc_length: 64}}"]
     assert main(["run", *args]) == 0
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.suite) == {"train", "heldout", "lm_icl"} and set(results.stage) == {"pretrain", "eval"}
     after = results[results.stage == "eval"]
     assert set(after.method) == {"pretrained"} and set(after.task) == {"mixture", "shuffled", "repeat",
-                                                                        "repeat_boundary", "repeat_lag", "heads"}
+                                                                        "repeat_boundary", "repeat_lag", "heads",
+                                                                        "kshot/ginc"}
+    kshot = after[after.task == "kshot/ginc"]
+    assert sorted(kshot.k.dropna().unique()) == [0, 1, 2, 4, 8]  # what fits in 64 tokens
+    assert set(kshot[kshot.k.isna()].metric) == {"accuracy_slope", "accuracy_calibrated_slope", "bayes_accuracy_slope"}
+    assert kshot[kshot.metric == "label_mass"].value.between(0, 1).all()
+    after = after[after.task != "kshot/ginc"]
     curve = results[(results.suite == "lm_icl") & (results.stage == "pretrain")]
     assert sorted(curve.step.unique()) == [0, 2, 4]
     last = curve[curve.step == 4].set_index(["task", "metric"]).value  # the end of pretraining, measured twice:
@@ -48,6 +55,7 @@ def test_a_language_model_measured_by_its_own_in_context_ability_alone_needs_no_
     assert ((last - again.loc[last.index]).abs() < 1e-4).all()
     report = (out / "report.md").read_text()
     assert "## In-context ability of each model (lm_icl)" in report and "Macro-F1" not in report
+    assert "### k-shot on GINC prompts" in report and "| pretrained | ginc | slope |" in report
     assert not list((tmp_path / "data").glob("tasks-*")) and not list((tmp_path / "data").glob("metatrain-*"))
 
 

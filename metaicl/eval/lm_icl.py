@@ -186,13 +186,22 @@ def heldout_windows(stream_root: str | Path, count: int):
 def measure_model(variant: str, model_dir: str, stream_root: str | None, cfg: LMICLConfig, device: str = "cpu",
                   threads: int | None = None) -> list[dict]:
     """The suite's rows for one saved model (a Ray task of an LM run's evaluation); `method` names the model
-    (pretrained, metaicl, ...). Without a mixture (`stream_root` None) there is no ICL score."""
+    (pretrained, metaicl, ...). Without a mixture (`stream_root` None) there is no ICL score; with GINC sources in
+    it, their k-shot curves too."""
     import torch
 
     from metaicl.models.lm import load_lm
 
     if threads:
         torch.set_num_threads(threads)
+    from metaicl.eval.kshot import mixture_kshot_rows
+    from pretrain_data.manifest import Manifest
+
     model = load_lm(model_dir).to(device).eval()
     windows = heldout_windows(stream_root, cfg.sequences).to(device) if stream_root else None
-    return [{**row, "method": variant} for row in lm_icl_rows(model, windows, cfg)]
+    rows = lm_icl_rows(model, windows, cfg)
+    if stream_root:  # GINC sources: the k-shot curve against the Bayes reader (metaicl/eval/kshot.py)
+        manifest = Manifest.read(stream_root)  # prompts no longer than the windows it was pretrained on
+        length = min(model.config.max_position_embeddings, manifest.config["context_length"])
+        rows += mixture_kshot_rows(model, manifest, length)
+    return [{**row, "method": variant} for row in rows]

@@ -1,0 +1,76 @@
+"""k-shot curves on GINC prompts (metaicl/eval/kshot.py): known answers. A model whose next-token distribution IS
+the Bayes-optimal reader's scores exactly the Bayes accuracy at every k and puts all its mass on the options; a
+model that only repeats what the prompt shows has its whole mass in context; the slope is the one of a known line."""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from metaicl.eval.kshot import EXAMPLE_LENGTH, fitting_ks, kshot_rows, slope
+from pretrain_data.ginc import GINCConfig, vocab_size
+from pretrain_data.ginc_bayes import bayes_answer
+
+CFG = GINCConfig()
+OFFSET = 7  # the source's ids start here in the model's vocabulary, after other sources
+VOCAB = OFFSET + vocab_size(CFG) + 3
+
+
+class Reader(torch.nn.Module):
+    """A 'language model' whose last-position logits are log p(next token | prompt) of a given rule."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule, self.dummy = rule, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids):
+        tokens = input_ids[:, 1:].numpy() - OFFSET  # drop the boundary, back to the source's ids
+        k = (tokens.shape[1] + 2) // (EXAMPLE_LENGTH + 1) - 1
+        p = np.full((len(tokens), VOCAB), 1e-30)
+        p[:, OFFSET : OFFSET + vocab_size(CFG)] += self.rule(tokens, k)
+        logits = torch.zeros(*input_ids.shape, VOCAB)
+        logits[:, -1] = torch.from_numpy(np.log(p / p.sum(1, keepdims=True)))
+        return types.SimpleNamespace(logits=logits)
+
+
+def table(rows):
+    return {(r["k"], r["metric"]): r["value"] for r in rows}
+
+
+def test_the_bayes_reader_as_a_model_scores_the_bayes_accuracy_with_all_its_mass_on_the_options():
+    rows = table(kshot_rows(Reader(lambda t, k: bayes_answer(CFG, t, k, EXAMPLE_LENGTH)[1]), CFG, OFFSET, 64,
+                            prompts=128))
+    ks = fitting_ks(64)
+    assert ks == [0, 1, 2, 4, 8, 16, 32][: len(ks)] and 8 in ks and 16 not in ks  # 1 + 9 * 4 - 2 <= 64 < 1 + 17 * 4 - 2
+    for k in ks:
+        assert rows[k, "accuracy"] == rows[k, "bayes_accuracy"]
+        assert rows[k, "label_mass"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[8, "bayes_accuracy"] > rows[0, "bayes_accuracy"] + 0.05  # examples reveal the concept
+    assert rows[None, "accuracy_slope"] == pytest.approx(rows[None, "bayes_accuracy_slope"])
+    assert rows[None, "bayes_accuracy_slope"] > 0
+
+
+def test_a_model_that_only_repeats_the_prompt_has_its_mass_in_context():
+    def copier(tokens, k):
+        p = np.zeros((len(tokens), vocab_size(CFG)))
+        np.put_along_axis(p, tokens, 1.0, axis=1)  # uniform over the symbols it has seen
+        return p / p.sum(1, keepdims=True)
+
+    rows = table(kshot_rows(Reader(copier), CFG, OFFSET, 64, prompts=64))
+    assert all(rows[k, "context_label_share"] == pytest.approx(1.0) for k in fitting_ks(64))
+
+
+def test_calibration_removes_a_constant_prior_and_the_slope_is_per_doubling():
+    bias = np.zeros(vocab_size(CFG))
+    bias[3] = 6.0  # a prior for one symbol (x 400) that swamps most of what the examples say
+
+    def biased(tokens, k):
+        p = bayes_answer(CFG, tokens, k, EXAMPLE_LENGTH)[1] * np.exp(bias)
+        return p / p.sum(1, keepdims=True)
+
+    rows = table(kshot_rows(Reader(biased), CFG, OFFSET, 64, prompts=128))
+    raw, calibrated = (np.mean([rows[k, m] for k in fitting_ks(64)]) for m in ("accuracy", "accuracy_calibrated"))
+    assert calibrated > raw + 0.03  # measured 0.281 vs 0.234 (Bayes 0.40): it recovers part of what the prior hid
+    assert slope([0, 1, 3, 7], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)
