@@ -11,6 +11,10 @@
 - Long-range dependency: each span of `span_length` tokens is, with probability `long_range`, a copy of an earlier
   span of the same document at least `long_range_distance` tokens back. Copying preserves the unigram law and is
   the structure a model can learn here (an induction-head task); GINC is the source with latent structure.
+- Related documents: with `related_docs` set, that share of documents takes its copied spans from the document
+  generated just before it (its "parent", any position) instead of from itself: documents that depend on an
+  earlier one, the structure In-Context Pretraining (Shi et al. 2024) puts in one context window by ordering
+  documents by similarity (`dependency_order`), where `random_order` scatters them.
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ class ZipfLMConfig:
     the source takes matching content (what an induction head does, Olsson et al. 2022)."""
     doc_length: int = 512
     """Tokens per document (a multiple of span_length)."""
+    related_docs: float = 0.0
+    """Share of documents whose copied spans come from the previous document (copy_offset any); 0 = none."""
 
     def validate(self, prefix: str) -> None:
         def bad(key: str, msg: str) -> ConfigError:
@@ -64,6 +70,10 @@ class ZipfLMConfig:
             raise bad("span_length", f"must be >= 1 and divide doc_length={self.doc_length}, got {self.span_length}")
         if self.copy_offset not in ("aligned", "any"):
             raise bad("copy_offset", f"must be aligned or any, got {self.copy_offset!r}")
+        if not 0.0 <= self.related_docs <= 1.0:
+            raise bad("related_docs", f"must be in [0, 1], got {self.related_docs}")
+        if self.related_docs > 0 and self.copy_offset != "any":
+            raise bad("related_docs", "needs copy_offset: any (a parent's span may start anywhere)")
         if self.long_range > 0 and self.long_range_distance + self.span_length > self.doc_length:
             raise bad("long_range_distance", f"{self.long_range_distance} leaves no room to copy in a document of "
                                              f"{self.doc_length} tokens")
@@ -88,14 +98,21 @@ def sample_docs(cfg: ZipfLMConfig, rng: np.random.Generator, n_docs: int) -> np.
         lag = -(-cfg.long_range_distance // span)  # source slot <= slot - lag, so distance >= long_range_distance
         spans = docs.reshape(n_docs, slots, span)
         rows = np.arange(n_docs)
+        copies = []  # (slot, row, source row, first token) of every unaligned copy, applied below
         for slot in range(lag, slots):  # in order, so a copy may copy a copy, as text repeats itself
             copy = rng.random(n_docs) < cfg.long_range
             if cfg.copy_offset == "aligned":
                 source = rng.integers(0, slot - lag + 1, size=n_docs)
                 spans[rows[copy], slot] = spans[rows[copy], source[copy]]
                 continue
-            start = slot * span
-            first = rng.integers(0, start - cfg.long_range_distance + 1, size=n_docs)  # a token position
-            for row in rows[copy]:
-                docs[row, start : start + span] = docs[row, first[row] : first[row] + span]
+            first = rng.integers(0, slot * span - cfg.long_range_distance + 1, size=n_docs)  # a token position
+            source = rows
+            if cfg.related_docs > 0:  # drawn only when asked: other configs' documents stay byte-identical
+                parent = (rng.random(n_docs) < cfg.related_docs) & (rows > 0)
+                first = np.where(parent, rng.integers(0, cfg.doc_length - span + 1, size=n_docs), first)
+                source = np.where(parent, rows - 1, rows)
+            copies += [(slot, row, source[row], first[row]) for row in rows[copy]]
+        # document by document, each slot in order: a parent is complete before its child copies from it
+        for slot, row, source, first in sorted(copies, key=lambda c: (c[1], c[0])):
+            docs[row, slot * span : (slot + 1) * span] = docs[source, first : first + span]
     return docs

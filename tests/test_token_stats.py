@@ -59,6 +59,24 @@ def test_unaligned_copies_come_from_any_earlier_position_far_enough_back():
         dataclasses.replace(cfg, copy_offset="nearby").validate("zipf_lm")
 
 
+def test_related_documents_copy_their_spans_from_the_document_before_them():
+    """related_docs=1: every copied span of document i > 0 occurs in document i - 1, and (its tokens being Zipf
+    draws) rarely anywhere earlier in document i itself (only where two spans copied the same source)."""
+    cfg = dataclasses.replace(BASE, vocab_size=4096, zipf_alpha=0.5, long_range=1.0, long_range_distance=40,
+                              span_length=8, copy_offset="any", related_docs=1.0)
+    d = sample_docs(cfg, rng_for(1, "related"), 20)
+
+    def occurs(span, doc):
+        return any((doc[s : s + 8] == span).all() for s in range(len(doc) - 7))
+
+    spans = [(i, d[i, start : start + 8]) for i in range(1, 20) for start in range(40, 256, 8)]
+    assert all(occurs(span, d[i - 1]) for i, span in spans)
+    assert np.mean([occurs(span, d[i, :start]) for (i, span), start in
+                    zip(spans, [s for _ in range(1, 20) for s in range(40, 256, 8)])]) < 0.1
+    with pytest.raises(ConfigError, match="related_docs"):
+        dataclasses.replace(cfg, copy_offset="aligned").validate("zipf_lm")
+
+
 def test_long_range_raises_burstiness_and_information_gain_iid_has_none():
     iid, some, more = docs(zipf_alpha=1.2), docs(zipf_alpha=1.2, long_range=0.1), docs(zipf_alpha=1.2, long_range=0.3)
     assert doc_burstiness(iid, 2048) == pytest.approx(1.0, abs=0.02)
