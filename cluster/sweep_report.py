@@ -275,7 +275,9 @@ def lm_icl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
     final = lm_icl_final(table)
     labels = [c for c in LM_ICL_COLUMNS.values() if c in set(final.task)]
     index = keys or ["run"]
-    wide = final.pivot_table(index=list(dict.fromkeys([*index, "run"])), columns="task", values="value").reset_index()
+    absent = final.assign(**{k: final[k].astype(object).where(final[k].notna(), "—") for k in keys})  # a source
+    wide = absent.pivot_table(index=list(dict.fromkeys([*index, "run"])), columns="task",  # some trials lack
+                              values="value").reset_index()
     grouped = wide.groupby(index, dropna=False)[labels]
     out = grouped.mean().join(grouped.std().add_suffix(" sd"))
     out["seeds"] = grouped.size()

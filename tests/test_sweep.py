@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.sweep_report import attribution, final_accuracy, swept_keys, trial_table
+from cluster.sweep_report import attribution, final_accuracy, lm_icl_section, swept_keys, trial_table
 from metaicl.core.config import load_config
 from metaicl.experiment import ExperimentConfig, SweepConfig
 from tests.conftest import ROOT
@@ -70,6 +70,21 @@ def test_attribution_skips_a_statistic_constant_up_to_rounding_and_a_constant_sc
         assert "constant" not in set(attribution(final).statistic)
         flat = attribution(final.assign(value=0.5)).set_index("statistic")
     assert flat.loc["driver", "slope_per_sd"] == 0 and np.isnan(flat.loc["driver", "r2"])
+
+
+def test_lm_icl_table_keeps_the_trials_whose_mixture_lacks_a_swept_source(tmp_path):
+    """A one-at-a-time mixture sweep adds a source in some trials only: its keys are null in the others, which must
+    still be rows of the table (they were dropped: the table showed only the trials with the source)."""
+    rows = []
+    for run, (long_range, weight) in enumerate([(0.0, None), (0.5, None), (0.5, 0.25), (0.5, 0.5)]):
+        for seed in (0, 1):
+            rows.append({"run": f"r{run}-{seed}", "arm": "main", "suite": "lm_icl", "stage": "eval",
+                         "method": "pretrained", "task": "repeat", "metric": "gap", "value": long_range + seed / 10,
+                         "cfg.pretrain.sources.zipf.zipf_lm.long_range": long_range,
+                         "cfg.pretrain.sources.fewshot.weight": weight, "cfg.pretrain.seed": seed})
+    md, _ = lm_icl_section(pd.DataFrame(rows), tmp_path)
+    table = [line for line in "\n".join(md).splitlines() if line.startswith("| ")][1:]
+    assert len(table) == 4 and sum("| — |" in line for line in table) == 2
 
 
 def test_swept_keys_leave_out_seeds_and_constants():
