@@ -45,7 +45,9 @@ REPEAT_VARIANTS = ("repeat", "repeat_boundary", "repeat_lag")
 @dataclass
 class LMICLConfig:
     sequences: int = 32
-    """Random repeated sequences per variant (and held-out windows for the ICL score)."""
+    """Random repeated sequences per variant."""
+    windows: int = 128
+    """Held-out windows of the mixture for the ICL score (the stream's last; metaicl.train.lm.HELDOUT_WINDOWS)."""
     seed: int = 0
     """Draws of the random sequences and of the order control's shuffle."""
 
@@ -162,7 +164,7 @@ def lm_icl_rows(model, windows=None, cfg: LMICLConfig | None = None, bos: int = 
     length = windows.shape[1] if windows is not None else model.config.max_position_embeddings
     rows = []
     if windows is not None:
-        windows = windows[: cfg.sequences]
+        windows = windows[: cfg.windows]
         rows += [{"task": "mixture", "metric": "icl_score", "value": icl_score(model, windows)},
                  {"task": "shuffled", "metric": "icl_score", "value": icl_score(model, shuffled(windows, cfg.seed))}]
     for variant in REPEAT_VARIANTS:
@@ -198,7 +200,7 @@ def measure_model(variant: str, model_dir: str, stream_root: str | None, cfg: LM
     from pretrain_data.manifest import Manifest
 
     model = load_lm(model_dir).to(device).eval()
-    windows = heldout_windows(stream_root, cfg.sequences).to(device) if stream_root else None
+    windows = heldout_windows(stream_root, cfg.windows).to(device) if stream_root else None
     rows = lm_icl_rows(model, windows, cfg)
     if stream_root:  # GINC sources: the k-shot curve against the Bayes reader (metaicl/eval/kshot.py)
         manifest = Manifest.read(stream_root)  # prompts no longer than the windows it was pretrained on

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 DONE_FILE = "metrics.parquet"
 EVAL_BATCH = 32
+HELDOUT_WINDOWS = 128
+"""The stream's held-out windows (its last ones): the held-out loss and lm_icl's ICL score. 32 left the ICL score's
+SD over seeds at up to 0.2 nats on the mixture sweep's tiny models; the forward pass is cheap."""
 """Sequences in the fixed held-out batch whose loss is tracked during training."""
 
 
@@ -65,7 +68,7 @@ class StreamBatches:
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stream's last windows: seen last in training, if at all (the stream has no validation split)."""
         n = len(self.stream)
-        return self.windows(np.arange(max(0, n - EVAL_BATCH), n))
+        return self.windows(np.arange(max(0, n - HELDOUT_WINDOWS), n))
 
 
 @dataclass
