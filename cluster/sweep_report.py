@@ -247,17 +247,33 @@ def lm_icl_final(table: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(task=labels).dropna(subset=["task"])
 
 
-def knob_plot(final: pd.DataFrame, keys: list[str], labels: list[str], path: Path) -> None:
-    """Each measurement against each numeric swept key, the other swept keys at their most common value (a sweep
-    that varies one property at a time from a baseline), mean over seeds with each seed's point."""
+def as_text(column: pd.Series) -> pd.Series:
+    """A config column as comparable text, an absent value (a source some trials lack) as "—" (astype(str)
+    keeps NaN, which mode() and == then skip)."""
+    return column.astype(object).where(column.notna(), "—").astype(str)
+
+
+def knob_points(final: pd.DataFrame, keys: list[str], key: str) -> pd.DataFrame:
+    """The rows in which every swept key but `key` is at its most common value (the baseline of a sweep that
+    varies one property at a time) and `key` is set."""
+    base = final[final[key].notna()]
+    for other in (k for k in keys if k != key):
+        base = base[as_text(base[other]) == as_text(final[other]).mode()[0]]
+    return base
+
+
+def knob_plot(final: pd.DataFrame, keys: list[str], labels: list[str], path: Path) -> bool:
+    """Each measurement against each numeric swept key that takes two or more values with the others at their
+    baseline, mean over seeds with each seed's point; False when no key does (nothing drawn)."""
+    numeric = [k for k in keys if pd.api.types.is_numeric_dtype(final[k])
+               and knob_points(final, keys, k)[k].nunique() >= 2]
+    if not numeric:
+        return False
     plt = pyplot()
-    numeric = [k for k in keys if pd.api.types.is_numeric_dtype(final[k])]
     fig, axes = plt.subplots(len(labels), len(numeric), figsize=(3.2 * len(numeric), 2.4 * len(labels)),
                              squeeze=False)
     for col, key in enumerate(numeric):
-        base = final
-        for other in (k for k in keys if k != key):
-            base = base[base[other].astype(str) == final[other].astype(str).mode()[0]]
+        base = knob_points(final, keys, key)
         for row, label in enumerate(labels):
             points = base[base.task == label]
             ax = axes[row][col]
@@ -266,6 +282,7 @@ def knob_plot(final: pd.DataFrame, keys: list[str], labels: list[str], path: Pat
             ax.plot(mean.index, mean.values, "o-")
             ax.set(xlabel=key.removeprefix("cfg.") if row == len(labels) - 1 else "", ylabel=label if col == 0 else "")
     save_figure(fig, path)
+    return True
 
 
 def lm_icl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
@@ -286,8 +303,7 @@ def lm_icl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
                    "= context helps), its order control (tokens shuffled within each window), the repeated-sequence gap (first minus second copy's loss), "
                    "copy accuracy, the gap across a document boundary and at a lag, and the best induction and "
                    "previous-token head scores.", "", markdown_table(out.reset_index())], []
-    if any(pd.api.types.is_numeric_dtype(final[k]) for k in keys):
-        knob_plot(final, keys, labels, root / "lm_icl_knobs.png")
+    if knob_plot(final, keys, labels, root / "lm_icl_knobs.png"):
         figures.append(("In-context ability against each swept knob", "lm_icl_knobs.png"))
     md += ["", "## Attribution: which mixture statistic moves which in-context measurement", "", ATTRIBUTION_TEXT, ""]
     md += attribution_lines(final, tuple(labels), root, figures, "attribution_lm_icl.png")

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.sweep_report import attribution, final_accuracy, lm_icl_section, swept_keys, trial_table
+from cluster.sweep_report import (attribution, final_accuracy, knob_points, lm_icl_section, swept_keys,
+                                  trial_table)
 from metaicl.core.config import load_config
 from metaicl.experiment import ExperimentConfig, SweepConfig
 from tests.conftest import ROOT
@@ -85,6 +86,12 @@ def test_lm_icl_table_keeps_the_trials_whose_mixture_lacks_a_swept_source(tmp_pa
     md, _ = lm_icl_section(pd.DataFrame(rows), tmp_path)
     table = [line for line in "\n".join(md).splitlines() if line.startswith("| ")][1:]
     assert len(table) == 4 and sum("| — |" in line for line in table) == 2
+    # the knob plot's baseline of long_range: the trials without the few-shot source (it was the ones with it)
+    frame, keys = pd.DataFrame(rows), ["cfg.pretrain.sources.zipf.zipf_lm.long_range", "cfg.pretrain.sources.fewshot.weight"]
+    points = knob_points(frame, keys, keys[0])
+    assert sorted(points.run) == ["r0-0", "r0-1", "r1-0", "r1-1"]
+    assert sorted(knob_points(frame, keys, keys[1]).run) == ["r2-0", "r2-1", "r3-0", "r3-1"]
+    assert (tmp_path / "lm_icl_knobs.png").exists()
 
 
 def test_swept_keys_leave_out_seeds_and_constants():
