@@ -56,6 +56,29 @@ def headline(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def kshot_curves(results: pd.DataFrame) -> pd.DataFrame:
+    """Per method with demonstrations: mean accuracy at each k (its 0-shot counterpart as k = 0) and the slope
+    against log2(k + 1); only methods with two or more points."""
+    from metaicl.eval.kshot import slope
+
+    table = method_table(results, "accuracy")
+    rows = []
+    for name, method in METHODS.items():
+        if not method.demos or method.finetune:
+            continue
+        zero = [m for m, o in METHODS.items() if not o.demos and not o.finetune and (o.model, o.method, o.pmi) ==
+                (method.model, method.method, method.pmi)]
+        points = table[table.method.isin([name, *zero])].sort_values("k")
+        if len(points) >= 2:
+            rows.append({"method": method.row, **{f"k={k}": v for k, v in zip(points.k, points["mean"])},
+                         "slope": slope(points.k.to_numpy(), points["mean"].to_numpy())})
+    curves = pd.DataFrame(rows)
+    if not len(curves):
+        return curves
+    ks = sorted((c for c in curves.columns if c.startswith("k=")), key=lambda c: int(c[2:]))
+    return curves[["method", *ks, "slope"]]
+
+
 def _markdown(table: pd.DataFrame) -> str:
     return markdown_table(table[["row", "k", "mean", "worst", "seeds"]].rename(columns={"row": "method"}))
 
@@ -74,6 +97,12 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
                     .groupby(["task", "method"])["value"].mean().unstack("method"))
         per_task = per_task[[m for m in METHODS if m in per_task.columns]]
         parts += ["", "## Per task (macro-F1, mean over k and seeds)", "", markdown_table(per_task.reset_index())]
+        curves = kshot_curves(results)
+        if len(curves):
+            parts += ["", "## k-shot curves (accuracy, mean over seeds)", "",
+                      "Each method with demonstrations at every k measured, its 0-shot counterpart (the same model "
+                      "and scoring, no demonstrations) as k = 0; slope: accuracy per doubling of k + 1 (least "
+                      "squares against log2(k + 1)).", "", markdown_table(curves)]
     if (results.suite == LM_ICL).any():
         parts += lm_icl_section(results)
     if notes:

@@ -74,3 +74,19 @@ def test_calibration_removes_a_constant_prior_and_the_slope_is_per_doubling():
     raw, calibrated = (np.mean([rows[k, m] for k in fitting_ks(64)]) for m in ("accuracy", "accuracy_calibrated"))
     assert calibrated > raw + 0.03  # measured 0.281 vs 0.234 (Bayes 0.40): it recovers part of what the prior hid
     assert slope([0, 1, 3, 7], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)
+
+
+def test_the_metaicl_table_has_a_k_shot_curve_per_method_with_its_0_shot_counterpart_as_k_0():
+    import pandas as pd
+
+    from cluster.lm_report import kshot_curves
+
+    rows = []
+    for seed in (1, 2):
+        for method, k, acc in [("zero_shot", 0, 0.3), ("in_context", 1, 0.4), ("in_context", 3, 0.5),
+                               ("in_context", 7, 0.6), ("pmi_in_context", 7, 0.9), ("metaicl", 7, 0.5)]:
+            rows.append({"suite": "metaicl", "metric": "accuracy", "scoring": "sum", "method": method, "k": k,
+                         "seed": seed, "task": "t", "value": acc})
+    curves = kshot_curves(pd.DataFrame(rows)).set_index("method")
+    assert list(curves.index) == ["In-context"]  # PMI and MetaICL have one point each: no curve
+    assert curves.loc["In-context", "k=0"] == 0.3 and curves.loc["In-context", "slope"] == pytest.approx(0.1)
