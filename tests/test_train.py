@@ -75,6 +75,33 @@ def test_resume_continues_from_the_latest_checkpoint(manifest, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_it_and_the_result_is_the_same(manifest, tmp_path,
+                                                                                                 capsys):
+    """Issue 19: integrity on read. The latest checkpoint truncated (a disk that filled up): the one before it is
+    restored with a warning and the steps since are trained again, to the same weights; every one damaged: one
+    error naming the directory."""
+    from metaicl.core.errors import RunFailed
+
+    torch.set_num_threads(1)
+    run_arm(spec(manifest, tmp_path / "straight", steps=30))
+    out = tmp_path / "damaged"
+    run_arm(spec(manifest, out, steps=20))
+    (out / "metrics.parquet").unlink()
+    weights = out / "checkpoints" / "step_0000020" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    history = run_arm(spec(manifest, out, steps=30))
+    err = capsys.readouterr().err
+    assert "warning: checkpoint" in err and "step_0000020 cannot be read" in err
+    assert [r["step"] for r in history if r["eval"] == "train"] == [10, 20, 30]
+    a, b = (load_file(d / "model" / "model.safetensors") for d in (tmp_path / "straight", out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (out / "metrics.parquet").unlink()
+    for step in ("step_0000020", "step_0000030"):
+        (out / "checkpoints" / step / "optim.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunFailed, match="every checkpoint in .*damaged"):
+        run_arm(spec(manifest, out, steps=40))
+
+
 def test_checkpoint_from_other_data_is_refused(manifest, tmp_path):
     run_arm(spec(manifest, tmp_path / "arm", steps=10))
     (tmp_path / "arm" / "metrics.parquet").unlink()

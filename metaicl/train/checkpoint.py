@@ -2,17 +2,22 @@
 
     ckpt = Checkpointer("runs/x/arms/bursty/checkpoints")
     ckpt.save(step, model, optimizer, scheduler, {"history": [...]})
-    state = ckpt.restore(ckpt.latest(), model, optimizer, scheduler)
+    path, state = ckpt.restore_latest(model, optimizer, scheduler)   # (None, None): nothing saved yet
+
+Two are kept: if the latest cannot be read (a disk that filled up, a file damaged later), the one before it is
+restored with a warning, and the steps since are trained again.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
 
+from metaicl.core.errors import RunFailed
 from metaicl.core.io import atomic_dir
 
 
@@ -37,6 +42,21 @@ class Checkpointer:
         for old in self.all()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return path
+
+    def restore_latest(self, model, optimizer, scheduler) -> tuple[Path | None, dict | None]:
+        """Restore the newest checkpoint that reads back, warning about each that does not; (None, None) when
+        there is none; RunFailed naming the directory when every one is damaged."""
+        found = self.all()
+        for path in reversed(found):
+            try:
+                return path, self.restore(path, model, optimizer, scheduler)
+            except Exception as err:  # safetensors, torch.load, json: each has its own error type
+                print(f"warning: checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:120]}); "
+                      f"trying the one before it", file=sys.stderr)
+        if found:
+            raise RunFailed(f"every checkpoint in {self.dir} is damaged; remove the directory to start that stage "
+                            f"from scratch")
+        return None, None
 
     @staticmethod
     def restore(path: Path, model, optimizer, scheduler) -> dict:

@@ -74,9 +74,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     history, step = [], 0
-    latest = checkpointer.latest()
+    latest, state = checkpointer.restore_latest(raw, optimizer, scheduler)
     if latest is not None:
-        state = Checkpointer.restore(latest, raw, optimizer, scheduler)
         if state.get("data_state") != data_state:
             raise RuntimeError(f"checkpoint {latest} was made on other data ({state.get('data_state')}) than "
                                f"this run ({data_state}); remove it or change out_dir")
