@@ -133,13 +133,31 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
 
 
 def check_lm(cfg: ExperimentConfig, stages) -> None:
-    """What can be wrong before any data exists: the starting model, and meta-training without tasks."""
+    """What can be wrong before any data exists: the starting model and its tokenizer, the task files a stage will
+    read, and meta-training without tasks."""
     if cfg.lm.name_or_path is not None:
         check_source(cfg.lm.name_or_path)
     if cfg.tasks is None:
         return
     if cfg.tasks.synthetic is None and cfg.lm.tokenizer is None and cfg.lm.name_or_path is None:
         raise ConfigError("lm.tokenizer", "text tasks need a tokenizer: set lm.tokenizer or lm.name_or_path")
+    if cfg.tasks.synthetic is None and Path(cfg.lm.tokenizer or cfg.lm.name_or_path).exists():
+        from metaicl.data.tokenizer import load_tokenizer
+
+        key = "lm.tokenizer" if cfg.lm.tokenizer else "lm.name_or_path"
+        try:  # a model directory without its tokenizer: here, not inside the evaluation's Ray task
+            load_tokenizer(cfg.lm.tokenizer or cfg.lm.name_or_path)
+        except ConfigError as err:
+            raise ConfigError(key, err.message) from None
+    # The task files a stage will read must parse: a bad line is one error naming file and line, before Ray starts,
+    # not a traceback from inside the evaluation's Ray task.
+    if cfg.tasks.path is not None:
+        names = [*(cfg.tasks.meta_train if "metatrain" in stages and meta_variants(cfg) else []),
+                 *(cfg.tasks.eval if "eval" in stages and cfg.eval.methods else [])]
+        if names:
+            from metaicl.data.tasks import load_collection
+
+            load_collection(cfg.tasks.path, names)
     meta_train = cfg.tasks.synthetic.meta_train_families if cfg.tasks.synthetic else cfg.tasks.meta_train
     variants = meta_variants(cfg)
     if variants and not meta_train and ("metatrain" in stages or "eval" in stages):
@@ -149,15 +167,7 @@ def check_lm(cfg: ExperimentConfig, stages) -> None:
 
 def check_lm_steps(cfg: ExperimentConfig, stages, steps: list[Step], training: list[Step]) -> None:
     """A stage that starts from a model an earlier stage makes needs that model on disk, unless the earlier stage
-    runs too; `metaicl eval` alone needs every model it scores; the task files a stage reads parse (a malformed
-    line is one error naming file and line here, not a traceback from inside a Ray task)."""
-    if cfg.tasks is not None and cfg.tasks.path is not None:
-        names = [*(cfg.tasks.meta_train if "metatrain" in stages and meta_variants(cfg) else []),
-                 *(cfg.tasks.eval if "eval" in stages and cfg.eval.methods else [])]
-        if names:
-            from metaicl.data.tasks import load_collection
-
-            load_collection(cfg.tasks.path, names)
+    runs too; `metaicl eval` alone needs every model it scores."""
     for s in training:
         init = s.spec.init
         if (s.stage == "metatrain" and "pretrain" not in stages and not s.done and init is not None

@@ -10,8 +10,9 @@ shared by every run and sweep trial that needs it. The run itself evaluates (a l
 classifier was measured during training) and writes results.parquet and report.md into the run directory, named by
 the hash of the whole config.
 
-Everything that can be wrong is found before the run directory exists: the inputs, the training steps, the
-starting models, the resources (a request Ray can never meet would wait forever). Ray starts only for work.
+Everything that can be wrong is found before the run directory exists: the inputs (a data directory is checked
+against its manifest), the training steps, the starting models, the resources (a request Ray can never meet would
+wait forever). Ray starts only for work.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from metaicl.core.ray_local import init_ray
 from metaicl.experiment import RESOURCE_KEYS, ExperimentConfig, run_dir
 from metaicl.train.arm import DONE_FILE, ArmSpec
 from pretrain_data.build import build, target_dir
+from pretrain_data.manifest import Manifest
 from cluster.report import data_section, summary, write_report
 from cluster.results import training_rows
 from cluster.steps import Step, execute, format_plan
@@ -125,6 +127,9 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable
     if missing:  # checked before anything of the run is written
         raise ConfigError("data_root", f"no data at {', '.join(missing)}: a sweep builds every trial's data "
                                        f"before its trials start")
+    for s in steps:  # what the stages will read is what was built: a damaged shard is one error, here
+        if s.stage == "data" and s.done:
+            Manifest.read(s.where).verify()
     training = trains(steps)
     if lm:
         from cluster.lm_pipeline import check_lm_steps

@@ -266,6 +266,27 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunFailed) as err:
         print(f"metaicl: {message(err)}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
+    except Exception as err:
+        line = remote_failure(err)
+        if line is None:  # raised here, in the driver: a bug, whose traceback is what a fix needs
+            raise
+        print(f"metaicl: {line}", file=sys.stderr)
+        return 1
+
+
+def remote_failure(err: BaseException) -> str | None:
+    """One line for an error raised inside a Ray task or actor (a full disk, a library's error): its type and
+    message, and a file that keeps Ray's full traceback; None for an error raised in this process."""
+    import tempfile
+
+    cause = getattr(err, "cause", None)
+    if type(err).__module__.split(".")[0] != "ray" and "RayTaskError" not in type(err).__name__:
+        return None
+    with tempfile.NamedTemporaryFile("w", prefix="metaicl-error-", suffix=".log", delete=False) as log:
+        log.write(str(err))
+    what = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}" if cause else (
+        str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return f"{what} (inside a Ray task; its traceback: {log.name})"
 
 
 def message(err: BaseException) -> str:

@@ -1,15 +1,20 @@
 """The manifest: the contract between the data layer and everything above it (STYLE principle 10).
 
 A data directory is complete when its `manifest.json` exists: it is written last, atomically, after every shard.
+`verify()` checks the files against it before a stage reads them (a file removed, truncated or changed since).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from metaicl.core.errors import RunFailed
 from metaicl.core.io import read_json, write_json
 
 FORMAT = 1
+HASH_LIMIT = 256 << 20
+"""verify() hashes every file when the directory holds at most this many bytes (milliseconds per MB); beyond it,
+each parquet file's footer must read back with the row count the manifest says (catches truncation)."""
 
 
 @dataclass
@@ -56,6 +61,37 @@ class Manifest:
 
     def rows(self, name: str) -> int:
         return sum(s.rows for s in self.split(name))
+
+    def files(self) -> list[tuple[str, str, int | None]]:
+        """(path relative to the directory, sha256, rows or None) of every file the manifest vouches for."""
+        out = [(s.file, s.sha256, s.rows) for s in self.shards]
+        out += [(extra["file"], extra["sha256"], None) for extra in (self.class_table, self.blend) if extra]
+        return out
+
+    def verify(self, hash_limit: int = HASH_LIMIT) -> None:
+        """RunFailed naming the first file that is missing, truncated or changed since the manifest was written."""
+        import hashlib
+
+        import pyarrow.parquet as pq
+
+        files = self.files()
+        paths = [self.root / f for f, _, _ in files]
+        missing = next((p for p in paths if not p.is_file()), None)
+        if missing is not None:
+            raise RunFailed(f"data directory {self.root} is damaged: {missing.name} is missing; remove the "
+                            f"directory to rebuild it")
+        hash_all = sum(p.stat().st_size for p in paths) <= hash_limit
+        for path, (_, sha256, rows) in zip(paths, files):
+            if hash_all:
+                ok = hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+            else:
+                try:
+                    ok = rows is None or pq.ParquetFile(path).metadata.num_rows == rows
+                except Exception:  # a truncated footer: pyarrow's ArrowInvalid, or an OSError
+                    ok = False
+            if not ok:
+                raise RunFailed(f"data directory {self.root} is damaged: {path.name} differs from its manifest "
+                                f"(truncated or changed since it was built); remove the directory to rebuild it")
 
     def to_dict(self) -> dict:
         out = asdict(self)

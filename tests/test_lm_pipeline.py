@@ -117,8 +117,29 @@ def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_sessio
     assert not any(tmp_path.iterdir())
 
 
-def test_a_malformed_task_line_is_one_error_naming_file_and_line_before_anything_runs(ray_session, tmp_path,
-                                                                                     tiny_hf_model, capsys):
+BAD_LINES = [  # issue 19's bad-input corpus: each kind of bad line a task file can have, as line 6 of cb_test.jsonl
+    ('{"task": "cb", "input": ', "malformed JSON: Expecting value"),
+    ("[1, 2]", "expected a json object, got list"),
+    ("", "empty line"),
+    ('{"task": "cb", "input": "x", "options": ["a"]}', "keys must be exactly"),
+    ('{"task": "cb", "input": "x", "output": "a", "options": ["a"], "label": 1}', "unexpected ['label']"),
+    ('{"task": "cb", "input": "x", "output": "z", "options": ["a", "b"]}', "output 'z' is not one of the options"),
+    ('{"task": "cb", "input": "x", "output": "a", "options": []}', "options must be a non-empty list"),
+    ('{"task": "cb", "input": 7, "output": "a", "options": ["a"]}', "must be strings"),
+    ('{"task": "cb", "input": "  ", "output": "a", "options": ["a"]}', "input is empty"),
+    ('{"task": "mnli", "input": "x", "output": "a", "options": ["a"]}', "task 'mnli' in the folder of task 'cb'"),
+]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("metaicl: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("bad, says", BAD_LINES, ids=[s.split(":")[0][:24] for _, s in BAD_LINES])
+def test_a_bad_task_line_is_one_error_naming_file_and_line_before_anything_runs(ray_session, tmp_path,
+                                                                               tiny_hf_model, capsys, bad, says):
     """Issue 19: task files were read inside the evaluation's Ray task, so a bad line came wrapped in Ray's
     traceback; the stage now reads what it will use before the run directory exists."""
     import shutil
@@ -127,14 +148,63 @@ def test_a_malformed_task_line_is_one_error_naming_file_and_line_before_anything
     shutil.copytree(ROOT / "data" / "icl" / "cb", tasks / "cb")
     test_file = tasks / "cb" / "cb_test.jsonl"
     lines = test_file.read_text().splitlines()
-    test_file.write_text("\n".join([*lines[:5], '{"task": "cb", "input": ', *lines[6:]]) + "\n")
+    test_file.write_text("\n".join([*lines[:5], bad, *lines[6:]]) + "\n")
     args = [REAL, f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512", "episodes.max_length=512",
             f"tasks.path={tasks}", "tasks.meta_train=[]", "tasks.eval=[cb]", "eval.methods=[zero_shot]",
             "eval.use_gpu=false", f"out_dir={tmp_path / 'run'}"]
     assert main(["eval", *args]) == 2
-    err = capsys.readouterr().err
-    assert err == f"metaicl: config error: cb_test.jsonl: malformed JSON: Expecting value ({test_file}:6)\n"
+    err = one_line_error(capsys)
+    assert err.startswith("metaicl: config error: cb_test.jsonl: ") and says in err and f"({test_file}:6)" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_models_tasks_and_paths_that_are_not_what_the_config_says_are_one_error_each(ray_session, tmp_path,
+                                                                                  tiny_hf_model, capsys):
+    """Issue 19's corpus, the rest of the LM path's inputs: a model directory without weights or without its
+    tokenizer, a task name with a path separator, a task folder that does not exist or is a file of something else."""
+    import shutil
+
+    no_weights, no_tokenizer = tmp_path / "no-weights", tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_hf_model, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_hf_model / name, no_tokenizer / name)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a task file\n")
+    base = [REAL, "lm.context_length=512", "episodes.max_length=512", "tasks.meta_train=[]", "eval.use_gpu=false",
+            "eval.methods=[zero_shot]", f"out_dir={tmp_path / 'run'}"]
+    model = f"lm.name_or_path={tiny_hf_model}"
+    cases = [([f"lm.name_or_path={no_weights}"], "lm.name_or_path: ", "has no weights"),
+             ([f"lm.name_or_path={no_tokenizer}"], "lm.name_or_path: ", "no tokenizer in"),
+             ([model, "tasks.eval=[../cb]"], "tasks: ", "unknown task(s) ['../cb']"),
+             ([model, f"tasks.path={tmp_path / 'nowhere'}", "tasks.eval=[cb]"], "tasks: ", "not found"),
+             ([model, f"tasks.path={notes}", "tasks.eval=[cb]"], "notes.txt: ", "malformed JSON")]
+    for extra, key, says in cases:
+        assert main(["eval", *base, *extra]) == 2, extra
+        err = one_line_error(capsys)
+        assert err.startswith(f"metaicl: config error: {key}") and says in err, (extra, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_directory_changed_since_it_was_built_is_one_error_before_training(ray_session, tmp_path, capsys):
+    """Issue 19: integrity on read. A shard truncated (a copy cut short) or changed at the same size (bit rot)
+    is found against the manifest's sha256 before a stage trains on it; nothing of the run is written."""
+    data = tmp_path / "data"
+    args = [SYNTHETIC, f"data_root={data}", *TINY_SYNTHETIC, "tasks=null", "eval.methods=[]"]
+    assert main(["data", "build", *args]) == 0  # into data_root, where a run looks for it
+    shard = sorted(data.glob("metaicl-synthetic-*/zipf-*.parquet"))[0]
+    original = shard.read_bytes()
+    for damaged in (original[: len(original) // 2], original[:100] + bytes([original[100] ^ 1]) + original[101:]):
+        shard.write_bytes(damaged)
+        assert main(["run", *args, f"out_dir={tmp_path / 'again'}"]) == 1
+        err = one_line_error(capsys)
+        assert f"data directory {shard.parent} is damaged: {shard.name} differs from its manifest" in err
+        assert not (tmp_path / "again").exists()
+    shard.write_bytes(original)
+    (shard.parent / "blend.parquet").unlink()
+    assert main(["run", *args, f"out_dir={tmp_path / 'again'}"]) == 1
+    assert "blend.parquet is missing" in one_line_error(capsys)
 
 
 def test_an_error_raised_inside_a_ray_task_is_its_own_one_line_message(ray_session):
@@ -150,6 +220,29 @@ def test_an_error_raised_inside_a_ray_task_is_its_own_one_line_message(ray_sessi
         ray.get(ray.remote(fails).remote())
     assert "ray::fails()" in str(caught.value) and len(str(caught.value).splitlines()) > 1  # its remote stack
     assert message(caught.value) == "config error: eval.k: cannot draw 99 demonstrations (cb_train.jsonl)"
+
+
+def test_any_other_error_inside_a_ray_task_is_one_line_and_its_traceback_is_kept(ray_session, tmp_path):
+    """Issue 19: an error that is not a config error (a full disk, a library's error), raised in a Ray task, was
+    Ray's multi-screen traceback; now one line with the error and where the traceback was written. An error of
+    the driver itself (a bug here) still raises."""
+    from pathlib import Path
+
+    import ray
+
+    from metaicl.cli import remote_failure
+
+    def fails():
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as caught:
+        ray.get(ray.remote(fails).remote())
+    line = remote_failure(caught.value)
+    assert line.startswith("OSError: [Errno 28] No space left on device (inside a Ray task; its traceback: ")
+    log = Path(line.rsplit(": ", 1)[1].rstrip(")"))
+    assert "ray::fails()" in log.read_text() and "No space left" in log.read_text()
+    log.unlink()
+    assert remote_failure(OSError(28, "local")) is None
 
 
 def test_metatraining_on_the_real_tasks_text_episodes_runs_and_saves_the_model(tmp_path, tiny_hf_model):

@@ -19,6 +19,9 @@ from metaicl.core.errors import ConfigError
 
 BOS_CANDIDATES = ("<|endoftext|>", "<s>", "</s>", "<bos>", "<eos>", "<|begin_of_text|>")
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+"""Files of a Hugging Face tokenizer directory (one of them at least)."""
+
 
 class Tokenizer(Protocol):
     bos_id: int
@@ -85,6 +88,9 @@ class HFTokenizer:
     def from_dir(cls, path: str | Path) -> "HFTokenizer":
         from transformers import AutoTokenizer
 
+        if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):  # transformers would make an
+            raise ConfigError("tokenizer", f"no tokenizer in {str(path)!r} "  # empty one from config.json alone
+                                           f"({', '.join(TOKENIZER_FILES[:2])}, ...)")
         try:
             hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as e:

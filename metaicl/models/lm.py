@@ -103,6 +103,10 @@ def build_lm(cfg: LMConfig, vocab_size: int | None = None, init: str | Path | No
     return AutoModelForCausalLM.from_config(lm_config(cfg, vocab_size))
 
 
+WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+"""The files a Hugging Face model directory keeps its weights in (one of them)."""
+
+
 def check_source(source: str, key: str = "lm.name_or_path") -> None:
     """A model to start from is a local Hugging Face directory, or a hub name `transformers` can load: online, or
     offline (HF_HUB_OFFLINE=1, as locally) from the Hugging Face cache. Anything else is one ConfigError before
@@ -113,6 +117,8 @@ def check_source(source: str, key: str = "lm.name_or_path") -> None:
     if path.exists():
         if not (path / "config.json").exists():
             raise ConfigError(key, f"{source} is not a Hugging Face model directory (no config.json)")
+        if not any((path / name).is_file() for name in WEIGHTS):
+            raise ConfigError(key, f"{source} has no weights ({' or '.join(WEIGHTS[:2])})")
         return
     if path.is_absolute() or source.startswith(".") or source.count("/") > 1:  # a path, not a hub name
         raise ConfigError(key, f"{source}: no such directory")
