@@ -39,6 +39,12 @@ TOY = {"configs/quickstart.yaml": TINY_SPINE,
        "configs/sweeps/burstiness_zipf.yaml": [*TINY_SPINE, "sweep.grid={data.burstiness: [0, 2], "
                                                             "data.zipf_alpha: [0.0]}"],
        "configs/metaicl_synthetic.yaml": TINY_LM,
+       "configs/sweeps/mixture_icl.yaml": ["pretrain.token_budget=16384", "pretrain.windows_per_shard=128",
+                                           "train.steps=4", "train.batch_size=8", "train.warmup_steps=1",
+                                           "train.eval_every=2", "sweep.seeds=[0]",
+                                           "sweep.points=[{pretrain.sources.zipf.zipf_lm.related_docs: 1.0, "
+                                           "pretrain.sources.zipf.zipf_lm.doc_length: 24, "
+                                           "pretrain.sources.zipf.transforms: [{name: dependency_order}]}]"],
        **{f"configs/data/{name}.yaml": [f"pretrain.token_budget={n}"] for name, n in DATA_BUDGET.items()}}
 """Toy-size overrides per config: the same pipeline, seconds instead of minutes. They change sizes, never paths."""
 NOT_RUN = {"submit": "needs a cluster's address: tests/test_jobs.py submits to a head it starts on loopback",
@@ -101,7 +107,7 @@ RUN = ("metaicl --help", "metaicl run configs/tiny.yaml", "metaicl run configs/q
        "metaicl data stats runs/ord/", "metaicl data show runs/ord/", "metaicl run configs/metaicl_synthetic.yaml",
        "metaicl train configs/metaicl_synthetic.yaml", "metaicl metatrain configs/metaicl_synthetic.yaml",
        "metaicl eval configs/metaicl_synthetic.yaml", "metaicl sweep configs/sweeps/burstiness_zipf.yaml",
-       "metaicl sweep configs/sweeps/metaicl_tiny.yaml",
+       "metaicl sweep configs/sweeps/metaicl_tiny.yaml", "metaicl sweep configs/sweeps/mixture_icl.yaml",
        "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep",
        "metaicl aggregate runs ", "metaicl report runs ")
 """README lines (by prefix) the tests below run; `$ ` lines (bad input and what it prints) run in
