@@ -56,6 +56,19 @@ def headline(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def label_space_table(results: pd.DataFrame) -> pd.DataFrame:
+    """(method, k) -> mean label mass and in-context share over tasks and seeds (metaicl.eval.evaluate)."""
+    rows = results[(results.suite == METAICL) & results.metric.isin(["label_mass", "context_label_share"])]
+    if not len(rows):
+        return rows
+    table = rows.pivot_table(index=["method", "k"], columns="metric", values="value").reset_index()
+    order = {m: i for i, m in enumerate(METHODS)}
+    table = table.sort_values(["method", "k"], key=lambda c: c.map(order) if c.name == "method" else c)
+    table["method"] = table.method.map(lambda m: METHODS[m].row)
+    columns = {"label_mass": "label mass", "context_label_share": "in-context share"}
+    return table.rename(columns=columns)[["method", "k", *[v for c, v in columns.items() if c in table]]]
+
+
 def kshot_curves(results: pd.DataFrame) -> pd.DataFrame:
     """Per method with demonstrations: mean accuracy at each k (its 0-shot counterpart as k = 0) and the slope
     against log2(k + 1); only methods with two or more points."""
@@ -97,6 +110,12 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
                     .groupby(["task", "method"])["value"].mean().unstack("method"))
         per_task = per_task[[m for m in METHODS if m in per_task.columns]]
         parts += ["", "## Per task (macro-F1, mean over k and seeds)", "", markdown_table(per_task.reset_index())]
+        mass = label_space_table(results)
+        if len(mass):
+            parts += ["", "## Label-space mass at the answer slot (direct scoring; mean over tasks and seeds)", "",
+                      "The model's total probability on the option strings after the query, and the share of it on "
+                      "options the demonstrations show: high mass and a share near the demonstrations' coverage "
+                      "whatever the right answer is = the answer-vocabulary plateau.", "", markdown_table(mass)]
         curves = kshot_curves(results)
         if len(curves):
             parts += ["", "## k-shot curves (accuracy, mean over seeds)", "",

@@ -90,3 +90,18 @@ def test_the_metaicl_table_has_a_k_shot_curve_per_method_with_its_0_shot_counter
     curves = kshot_curves(pd.DataFrame(rows)).set_index("method")
     assert list(curves.index) == ["In-context"]  # PMI and MetaICL have one point each: no curve
     assert curves.loc["In-context", "k=0"] == 0.3 and curves.loc["In-context", "slope"] == pytest.approx(0.1)
+
+
+def test_label_space_mass_is_the_probability_on_the_options_and_its_share_on_what_the_demos_show():
+    from metaicl.data.tasks import Example, Task
+    from metaicl.eval.evaluate import label_space_rows
+
+    options = ["a", "b", "c", "d"]
+    task = Task("t", [], [], options)
+    demos = [Example("t", "x", "a", options), Example("t", "y", "b", options)]
+    probs = [[0.4, 0.2, 0.1, 0.1], [0.1, 0.1, 0.3, 0.3]]  # the rest of each row's mass is off the options
+    raw = [np.stack([np.log(p), np.ones(4)], axis=1) for p in probs]
+    rows = {r["metric"]: r["value"] for r in label_space_rows("in_context", task, 2, 13, raw, demos)}
+    assert rows["label_mass"] == pytest.approx((0.8 + 0.8) / 2)
+    assert rows["context_label_share"] == pytest.approx((0.6 / 0.8 + 0.2 / 0.8) / 2)
+    assert [r["metric"] for r in label_space_rows("zero_shot", task, 0, 13, raw, [])] == ["label_mass"]

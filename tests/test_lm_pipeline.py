@@ -296,5 +296,13 @@ def test_every_method_of_the_table_gives_rows(tmp_path):
     assert set(results.method) == set(METHODS)
     per = results.groupby("method").k.agg(set)
     assert all(per[m] == ({0} if not (METHODS[m].demos or METHODS[m].finetune) else {2, 4}) for m in METHODS)
-    assert len(results) == sum(len(per[m]) for m in METHODS) * 2 * 2 * 2 * 2  # k x tasks x seeds x scoring x metric
+    table = results[results.metric.isin(["macro_f1", "accuracy"])]
+    assert len(table) == sum(len(per[m]) for m in METHODS) * 2 * 2 * 2 * 2  # k x tasks x seeds x scoring x metric
     assert results.value.between(0, 1).all()
+    # label-space mass: every direct, uncalibrated method (0-shot, in-context, MetaICL, multi-task 0-shot, the two
+    # fine-tunes), per (k, task, seed); its in-context share where demonstrations are in the context
+    mass = results[results.metric == "label_mass"]
+    direct = [m for m, o in METHODS.items() if o.method == "direct" and not o.pmi]
+    assert sorted(mass.method.unique()) == sorted(direct)
+    assert len(mass) == sum(len(per[m]) for m in direct) * 2 * 2
+    assert set(results[results.metric == "context_label_share"].method) == {"in_context", "metaicl"}

@@ -32,12 +32,17 @@ def test_language_model_stages(repo):
     results = results[results.suite == "metaicl"]
     assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
     assert set(results.task) == {"last_token_000", "last_token_001"}  # the held-out family only
-    assert set(results.seed) == {100, 13} and set(results.metric) == {"macro_f1", "accuracy"}
+    assert set(results.seed) == {100, 13}
+    assert set(results.metric) == {"macro_f1", "accuracy", "label_mass", "context_label_share"}
+    mass = results[results.metric == "label_mass"]  # direct scoring without calibration: 0-shot, in-context, MetaICL
+    assert set(mass.method) == {"zero_shot", "in_context", "metaicl"} and mass.value.between(0, 1).all()
+    assert set(results[results.metric == "context_label_share"].method) == {"in_context", "metaicl"}
     assert set(results[results.method == "metaicl"].k) == {2} and set(results[results.method == "zero_shot"].k) == {0}
     assert results.value.between(0, 1).all()
     report = (out / "report.md").read_text()
     assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
     assert "## In-context ability of each model (lm_icl)" in report and "### Over pretraining" in report
+    assert "## Label-space mass at the answer slot" in report
     [meta] = (repo / "runs" / "data").glob("metatrain-*")  # only the variants the methods need: metaicl
     assert "MetaICL" in run.stdout and meta.name.startswith("metatrain-metaicl-")
     assert (meta / "model" / "model.safetensors").exists() and not (out / "metatrained").exists()

@@ -37,12 +37,15 @@ def scored_queries(task: Task, cfg) -> list:
     return task.test[: cfg.max_test_examples or None]
 
 
-def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConfig, tok, device) -> dict[str, np.ndarray]:
-    """Predicted option index of every test example, per scoring."""
+def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConfig, tok, device,
+            raw_out: list | None = None) -> dict[str, np.ndarray]:
+    """Predicted option index of every test example, per scoring (`raw_out` receives the raw option scores)."""
     ep = dataclasses.replace(episodes, method=method.method)
     tests = scored_queries(task, cfg)
     requests = [score_request(demos, ex.input, task.options, ep, tok) for ex in tests]
     raw = score(model, requests, fast=cfg.fast, batch_size=cfg.batch_size, device=device)
+    if raw_out is not None:
+        raw_out.extend(raw)
     null = (score(model, [score_request(demos, cfg.null_input, task.options, ep, tok)], fast=cfg.fast,
                   batch_size=cfg.batch_size, device=device)[0] if method.pmi else None)
     preds = {}
@@ -78,21 +81,43 @@ def rows_for(method_name: str, task: Task, k: int, seed: int, preds: dict[str, n
     return out
 
 
+def label_space_rows(method_name: str, task: Task, k: int, seed: int, raw: list, demos) -> list[dict]:
+    """Label-space mass at the answer slot (direct scoring): the model's total probability on the option strings
+    after each query, and the share of it on options that are outputs of the demonstrations (a model stuck on
+    the answer vocabulary's prior puts its mass on the options without reading which is right; one that copies
+    puts it on what the context shows). Means over the queries; no share without demonstrations."""
+    p = np.exp(np.array([np.asarray(r, np.float64)[:, 0] for r in raw]))  # (queries, options)
+    mass = p.sum(1)
+    rows = [{"method": method_name, "task": task.name, "k": k, "seed": seed, "metric": "label_mass",
+             "value": float(mass.mean())}]
+    if demos:
+        shown = np.array([o in {d.output for d in demos} for o in task.options])
+        rows.append({"method": method_name, "task": task.name, "k": k, "seed": seed, "metric": "context_label_share",
+                     "value": float((p[:, shown].sum(1) / np.maximum(mass, 1e-300)).mean())})
+    return rows
+
+
 def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device) -> list[dict]:
     method = METHODS[name]
+    direct = method.method == "direct" and not method.pmi and bool(task.options)  # the options' own probability
+    raw: list = []
     if not method.demos and not method.finetune:  # one score, the same for every seed
-        preds = predict(model, task, [], method, cfg, episodes, tok, device)
-        return [r for seed in cfg.seeds for r in rows_for(name, task, 0, seed, preds, cfg)]
+        preds = predict(model, task, [], method, cfg, episodes, tok, device, raw)
+        mass = label_space_rows(name, task, 0, 0, raw, []) if direct else []
+        return [r for seed in cfg.seeds for r in [*rows_for(name, task, 0, seed, preds, cfg),
+                                                   *({**m, "seed": seed} for m in mass)]]
     rows = []
     for k in cfg.k:
         for seed in cfg.seeds:
-            demos = sample_demos(task, k, seed)
+            demos, raw = sample_demos(task, k, seed), []
             if method.finetune:
                 tuned = finetuned(model, demos, episodes, tok, finetune.steps, finetune.lr, device)
-                preds = predict(tuned, task, [], method, cfg, episodes, tok, device)
+                preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)
             else:
-                preds = predict(model, task, demos, method, cfg, episodes, tok, device)
+                preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw)
             rows += rows_for(name, task, k, seed, preds, cfg)
+            if direct:
+                rows += label_space_rows(name, task, k, seed, raw, [] if method.finetune else demos)
     return rows
 
 
