@@ -76,11 +76,28 @@ def token_losses(model, ids) -> tuple["torch.Tensor", "torch.Tensor"]:
     return logits, torch.cat([torch.full_like(nll[:, :1], float("nan")), nll], dim=1)
 
 
+def losses_at(model, ids, targets: list[int]):
+    """(batch, len(targets)) loss of predicting ids[:, t] from ids[:, :t], for t in `targets` only: a Hugging Face
+    model's output layer applied to just the hidden states that predict them (the vocabulary projection is most
+    of a small model's cost; the ICL score needs 24 of 64 positions). Other models: their full logits."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = ids.to(device_of(model))
+    head, base = getattr(model, "get_output_embeddings", lambda: None)(), getattr(model, "base_model", None)
+    if head is None or base is None or base is model:
+        return token_losses(model, ids)[1][:, targets]
+    before = torch.tensor(targets, device=ids.device) - 1
+    with torch.no_grad():
+        logits = head(base(input_ids=ids).last_hidden_state[:, before]).float()
+    return F.cross_entropy(logits.transpose(1, 2), ids[:, targets], reduction="none")
+
+
 def icl_score(model, windows) -> float:
     """Mean loss at late positions minus at early positions (Olsson et al. 2022)."""
-    _, losses = token_losses(model, windows)
     early, late = positions(windows.shape[1])
-    return float(losses[:, list(late)].mean() - losses[:, list(early)].mean())
+    losses = losses_at(model, windows, [*early, *late])
+    return float(losses[:, len(early):].mean() - losses[:, : len(early)].mean())
 
 
 def shuffled(windows, seed: int):
