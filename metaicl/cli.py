@@ -107,7 +107,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from metaicl.core.config import load_config
     from metaicl.core.ray_local import init_ray
     from metaicl.experiment import ExperimentConfig
-    from pretrain_data.build import build, target_dir
+    from pretrain_data.build import IN_PROCESS_SHARDS, build, shard_count, target_dir
     from pretrain_data.show import format_card
 
     cfg, _ = load_config(ExperimentConfig, args.config, args.overrides, base=Path.cwd())
@@ -120,7 +120,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         where = ((Path(cfg.out_dir) / name if len(names) > 1 else Path(cfg.out_dir)) if cfg.out_dir
                  else target_dir(spec, arm.data_root))
         done = (where / "manifest.json").exists()
-        if not done:
+        if not done and (cfg.cluster.address != "local" or shard_count(spec) > IN_PROCESS_SHARDS):
             init_ray(cfg.cluster)
         manifest = build(spec, arm.data_root, progress=sys.stderr.isatty(), out_dir=where)
         print(f"data [{name}]: {'reused' if done else 'built'} {manifest.root}")

@@ -142,7 +142,8 @@ def _write(cfg, out, names, vocab, offsets, blend, windows, tables, corpora, max
     items, entries = [], []
     for name in names:
         source, per = cfg.sources[name], cfg.windows_per_shard
-        ref = ray.put(tables[name][0]) if name in tables else None
+        table = tables[name][0] if name in tables else None  # shared through Ray's object store when it runs
+        ref = ray.put(table) if table is not None and ray.is_initialized() else table
         for index in range(math.ceil(windows[name] / per)):
             rows, path = min(per, windows[name] - index * per), out / f"{name}-{index:05d}.parquet"
             if ref is not None:

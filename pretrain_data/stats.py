@@ -83,13 +83,13 @@ def card(partials: list[dict], context_pairs: int) -> dict:
 
 
 def stats(manifest: Manifest, remote: bool = True) -> dict:
-    """The card of a built data directory, computed shard by shard (as Ray tasks when `remote`)."""
+    """The card of a built data directory, computed shard by shard (as Ray tasks when `remote` and Ray runs)."""
+    import ray
+
     cfg = manifest.config
     num_types = cfg["num_classes"] + cfg["num_novel_classes"]
     shards = manifest.split("train")
-    if remote:
-        import ray
-
+    if remote and ray.is_initialized():
         task = ray.remote(num_cpus=1)(shard_partials)
         partials = ray.get([task.remote(str(manifest.root), s, num_types) for s in shards])
     else:

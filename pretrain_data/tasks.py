@@ -2,6 +2,9 @@
 
     entries = run_tasks(write_shard, [(cfg, "train", 0, 256, out), ...], desc="data x", max_in_flight=2)
 
+Without a running Ray the items run in this process, one after another: the same function on the same arguments,
+so the same results (a small build is faster so than through a Ray started for it: `metaicl data build`).
+
 The cap (default: the cluster's CPUs) bounds memory and never changes what the tasks compute. A ConfigError raised
 inside a task (a transform whose target a batch cannot reach, say) comes back as that ConfigError, not as Ray's
 wrapper, so the CLI prints one line.
@@ -18,6 +21,9 @@ def run_tasks(fn: Callable, items: Sequence[tuple], desc: str, max_in_flight: in
     import ray
     from tqdm import tqdm
 
+    if not ray.is_initialized():
+        with tqdm(items, desc=desc, unit="shard", disable=not progress, leave=False) as bar:
+            return [fn(*args) for args in bar]
     task = ray.remote(num_cpus=1)(fn)
     limit = max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
     todo = list(enumerate(items))

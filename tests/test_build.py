@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from pretrain_data.build import build, data_dir, plan
+from pretrain_data.build import build, data_dir, plan, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.reader import FewShotReader
 
@@ -21,6 +21,34 @@ def test_one_and_two_workers_build_identical_bytes(ray_session, tiny_data, tmp_p
     assert shard_bytes(one) == shard_bytes(two)
     assert (one.root / "manifest.json").read_bytes() == (two.root / "manifest.json").read_bytes()
     assert (one.root / "classes.parquet").read_bytes() == (two.root / "classes.parquet").read_bytes()
+
+
+def test_without_ray_a_build_runs_in_process_to_the_same_bytes(ray_session, tiny_data, tmp_path):
+    """`metaicl data build` of a small config starts no Ray (it would cost more than the shards): the shard
+    functions then run in the process itself. Same bytes as through Ray, few-shot data and a token mixture alike."""
+    import subprocess
+    import sys
+
+    from pretrain_data.mixture_config import MixtureConfig, SourceConfig
+    from pretrain_data.zipf_lm import ZipfLMConfig
+
+    mixture = MixtureConfig(name="m", token_budget=8192, context_length=64, windows_per_shard=32, sources={
+        "zipf": SourceConfig(kind="zipf_lm", weight=0.7, zipf_lm=ZipfLMConfig(vocab_size=256, doc_length=64,
+                                                                              long_range=0.5, span_length=8,
+                                                                              long_range_distance=8)),
+        "ginc": SourceConfig(kind="ginc", weight=0.3)})
+    code = ("import pickle, sys, ray; from pretrain_data.build import build; "
+            "cfgs = pickle.loads(sys.stdin.buffer.read()); "
+            f"[build(c, {str(tmp_path / 'local')!r}, progress=False) for c in cfgs]; "
+            "assert not ray.is_initialized()")
+    import pickle
+
+    subprocess.run([sys.executable, "-c", code], input=pickle.dumps([tiny_data, mixture]), check=True, timeout=300)
+    for cfg in (tiny_data, mixture):
+        local = Manifest.read(target_dir(cfg, tmp_path / "local"))
+        remote = build(cfg, tmp_path / "ray", progress=False)
+        assert shard_bytes(local) == shard_bytes(remote) and len(local.shards) >= 2
+        assert (local.root / "manifest.json").read_bytes() == (remote.root / "manifest.json").read_bytes()
 
 
 def test_manifest_lists_every_shard_with_rows_and_sha(ray_session, tiny_data, tmp_path):
