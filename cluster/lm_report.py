@@ -110,18 +110,17 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
                     .groupby(["task", "method"])["value"].mean().unstack("method"))
         per_task = per_task[[m for m in METHODS if m in per_task.columns]]
         parts += ["", "## Per task (macro-F1, mean over k and seeds)", "", markdown_table(per_task.reset_index())]
-        mass = label_space_table(results)
-        if len(mass):
-            parts += ["", "## Label-space mass at the answer slot (direct scoring; mean over tasks and seeds)", "",
-                      "The model's total probability on the option strings after the query, and the share of it on "
-                      "options the demonstrations show: high mass and a share near the demonstrations' coverage "
-                      "whatever the right answer is = the answer-vocabulary plateau.", "", markdown_table(mass)]
-        curves = kshot_curves(results)
-        if len(curves):
-            parts += ["", "## k-shot curves (accuracy, mean over seeds)", "",
-                      "Each method with demonstrations at every k measured, its 0-shot counterpart (the same model "
-                      "and scoring, no demonstrations) as k = 0; slope: accuracy per doubling of k + 1 (least "
-                      "squares against log2(k + 1)).", "", markdown_table(curves)]
+        sections = [
+            ("Label-space mass at the answer slot (direct scoring; mean over tasks and seeds)",
+             "The model's total probability on the option strings after the query, and the share of it on options "
+             "the demonstrations show: high mass and a share near the demonstrations' coverage whatever the right "
+             "answer is = the answer-vocabulary plateau.", label_space_table(results)),
+            ("k-shot curves (accuracy, mean over seeds)",
+             "Each method with demonstrations at every k measured, its 0-shot counterpart (the same model and "
+             "scoring, no demonstrations) as k = 0; slope: accuracy per doubling of k + 1 (least squares against "
+             "log2(k + 1)).", kshot_curves(results))]
+        parts += [line for title, text, table in sections if len(table)
+                  for line in ("", f"## {title}", "", text, "", markdown_table(table))]
     if (results.suite == LM_ICL).any():
         parts += lm_icl_section(results)
     if notes:
