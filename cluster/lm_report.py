@@ -85,6 +85,11 @@ def kshot_curves(results: pd.DataFrame) -> pd.DataFrame:
         if len(points) >= 2:
             rows.append({"method": method.row, **{f"k={k}": v for k, v in zip(points.k, points["mean"])},
                          "slope": slope(points.k.to_numpy(), points["mean"].to_numpy())})
+    oracle = results[(results.suite == METAICL) & (results.metric == "oracle_accuracy")]
+    if rows and len(oracle):  # the ceiling beside the curves: label words learnt from the demonstrations only
+        points = oracle.groupby("k").value.mean()
+        rows.append({"method": "Oracle (label coverage)", **{f"k={k}": v for k, v in points.items()},
+                     "slope": slope(points.index.to_numpy(), points.to_numpy()) if len(points) >= 2 else float("nan")})
     curves = pd.DataFrame(rows)
     if not len(curves):
         return curves
@@ -118,7 +123,9 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
             ("k-shot curves (accuracy, mean over seeds)",
              "Each method with demonstrations at every k measured, its 0-shot counterpart (the same model and "
              "scoring, no demonstrations) as k = 0; slope: accuracy per doubling of k + 1 (least squares against "
-             "log2(k + 1)).", kshot_curves(results))]
+             "log2(k + 1)). Oracle: a reader that knows each input's class and learns the label words from the "
+             "demonstrations only (the ceiling where words are arbitrary per task, as in the synthetic families).",
+             kshot_curves(results))]
         parts += [line for title, text, table in sections if len(table)
                   for line in ("", f"## {title}", "", text, "", markdown_table(table))]
     if (results.suite == LM_ICL).any():

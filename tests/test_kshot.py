@@ -105,3 +105,19 @@ def test_label_space_mass_is_the_probability_on_the_options_and_its_share_on_wha
     assert rows["label_mass"] == pytest.approx((0.8 + 0.8) / 2)
     assert rows["context_label_share"] == pytest.approx((0.6 / 0.8 + 0.2 / 0.8) / 2)
     assert [r["metric"] for r in label_space_rows("zero_shot", task, 0, 13, raw, [])] == ["label_mass"]
+
+
+def test_the_label_coverage_oracle_knows_what_the_demonstrations_show_and_guesses_the_rest():
+    from metaicl.data.tasks import Example, Task
+    from metaicl.eval.config import EvalConfig
+    from metaicl.eval.evaluate import oracle_rows
+
+    options = ["a", "b", "c"]
+    pool = [Example("t", f"x{i}", "a", options) for i in range(4)]  # every demonstration shows word "a" only
+    test = [Example("t", "q1", "a", options), Example("t", "q2", "b", options), Example("t", "q3", "c", options)]
+    rows = oracle_rows(Task("t", pool, test, options), EvalConfig(k=[1, 4], seeds=[100, 13]))
+    assert {(r["k"], r["seed"]) for r in rows} == {(1, 100), (1, 13), (4, 100), (4, 13)}
+    assert all(r["value"] == pytest.approx((1 + 0.5 + 0.5) / 3) for r in rows)  # "a" known; b, c: 1 of 2
+    covered = pool + [Example("t", "y", "b", options), Example("t", "z", "c", options)]
+    [full] = oracle_rows(Task("t", covered, test, options), EvalConfig(k=[6], seeds=[100]))
+    assert full["value"] == 1.0 and full["method"] is None and full["metric"] == "oracle_accuracy"

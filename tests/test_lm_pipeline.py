@@ -293,6 +293,9 @@ def test_every_method_of_the_table_gives_rows(tmp_path):
                                  info["splits"]["eval"], cfg, episodes, FinetuneConfig(steps=1),
                                  TokenizerSpec(**info["tokenizer"]))
     results = pd.DataFrame(rows)
+    oracle = results[results.metric == "oracle_accuracy"]  # once per (k, task, seed), whichever methods ran
+    assert len(oracle) == 2 * 2 * 2 and oracle.method.isna().all() and oracle.value.between(0, 1).all()
+    results = results[results.metric != "oracle_accuracy"]
     assert set(results.method) == set(METHODS)
     per = results.groupby("method").k.agg(set)
     assert all(per[m] == ({0} if not (METHODS[m].demos or METHODS[m].finetune) else {2, 4}) for m in METHODS)

@@ -30,10 +30,10 @@ def test_language_model_stages(repo):
     assert set(own.task) == {"mixture", "shuffled", "repeat", "repeat_boundary", "repeat_lag", "heads"}
     assert sorted(own[own.stage == "pretrain"].step.unique()) == [0, 2, 4]  # every train.eval_every
     results = results[results.suite == "metaicl"]
-    assert set(results.method) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
+    assert set(results.method.dropna()) == {"zero_shot", "in_context", "pmi_in_context", "metaicl"}
     assert set(results.task) == {"last_token_000", "last_token_001"}  # the held-out family only
     assert set(results.seed) == {100, 13}
-    assert set(results.metric) == {"macro_f1", "accuracy", "label_mass", "context_label_share"}
+    assert set(results.metric) == {"macro_f1", "accuracy", "label_mass", "context_label_share", "oracle_accuracy"}
     mass = results[results.metric == "label_mass"]  # direct scoring without calibration: 0-shot, in-context, MetaICL
     assert set(mass.method) == {"zero_shot", "in_context", "metaicl"} and mass.value.between(0, 1).all()
     assert set(results[results.metric == "context_label_share"].method) == {"in_context", "metaicl"}
