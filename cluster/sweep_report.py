@@ -247,10 +247,15 @@ def lm_icl_final(table: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(task=labels).dropna(subset=["task"])
 
 
+def absent_marked(column: pd.Series) -> pd.Series:
+    """A config column with an absent value (a source some trials lack) as "—", so that grouping and comparing
+    keep those trials (groupby drops NaN keys; astype(str) keeps NaN, which mode() and == then skip)."""
+    return column.astype(object).where(column.notna(), "—")
+
+
 def as_text(column: pd.Series) -> pd.Series:
-    """A config column as comparable text, an absent value (a source some trials lack) as "—" (astype(str)
-    keeps NaN, which mode() and == then skip)."""
-    return column.astype(object).where(column.notna(), "—").astype(str)
+    """A config column as comparable text, an absent value as "—"."""
+    return absent_marked(column).astype(str)
 
 
 def knob_points(final: pd.DataFrame, keys: list[str], key: str) -> pd.DataFrame:
@@ -292,9 +297,8 @@ def lm_icl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
     final = lm_icl_final(table)
     labels = [c for c in LM_ICL_COLUMNS.values() if c in set(final.task)]
     index = keys or ["run"]
-    absent = final.assign(**{k: final[k].astype(object).where(final[k].notna(), "—") for k in keys})  # a source
-    wide = absent.pivot_table(index=list(dict.fromkeys([*index, "run"])), columns="task",  # some trials lack
-                              values="value").reset_index()
+    absent = final.assign(**{k: absent_marked(final[k]) for k in keys})
+    wide = absent.pivot_table(index=list(dict.fromkeys([*index, "run"])), columns="task", values="value").reset_index()
     grouped = wide.groupby(index, dropna=False)[labels]
     out = grouped.mean().join(grouped.std().add_suffix(" sd"))
     out["seeds"] = grouped.size()

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from metaicl.core.errors import RunFailed
+from metaicl.core.hashing import file_sha256
 from metaicl.core.io import read_json, write_json
 
 FORMAT = 1
@@ -70,8 +71,6 @@ class Manifest:
 
     def verify(self, hash_limit: int = HASH_LIMIT) -> None:
         """RunFailed naming the first file that is missing, truncated or changed since the manifest was written."""
-        import hashlib
-
         import pyarrow.parquet as pq
 
         files = self.files()
@@ -83,7 +82,7 @@ class Manifest:
         hash_all = sum(p.stat().st_size for p in paths) <= hash_limit
         for path, (_, sha256, rows) in zip(paths, files):
             if hash_all:
-                ok = hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+                ok = file_sha256(path) == sha256
             else:
                 try:
                     ok = rows is None or pq.ParquetFile(path).metadata.num_rows == rows

@@ -84,14 +84,11 @@ def card(partials: list[dict], context_pairs: int) -> dict:
 
 def stats(manifest: Manifest, remote: bool = True) -> dict:
     """The card of a built data directory, computed shard by shard (as Ray tasks when `remote` and Ray runs)."""
-    import ray
+    from pretrain_data.tasks import run_tasks
 
     cfg = manifest.config
     num_types = cfg["num_classes"] + cfg["num_novel_classes"]
-    shards = manifest.split("train")
-    if remote and ray.is_initialized():
-        task = ray.remote(num_cpus=1)(shard_partials)
-        partials = ray.get([task.remote(str(manifest.root), s, num_types) for s in shards])
-    else:
-        partials = [shard_partials(str(manifest.root), s, num_types) for s in shards]
+    items = [(str(manifest.root), s, num_types) for s in manifest.split("train")]
+    partials = (run_tasks(shard_partials, items, f"stats {manifest.root.name}", progress=False) if remote
+                else [shard_partials(*item) for item in items])
     return card(partials, cfg["context_pairs"])

@@ -29,6 +29,7 @@ from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
 from metaicl.data.tokenizer import TokenizerSpec
+from metaicl.eval.lm_icl import LMICLConfig
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
 from metaicl.train.config import TrainConfig
 
@@ -37,10 +38,10 @@ if TYPE_CHECKING:
 
 DONE_FILE = "metrics.parquet"
 EVAL_BATCH = 32
-HELDOUT_WINDOWS = 128
-"""The stream's held-out windows (its last ones): the held-out loss and lm_icl's ICL score. 32 left the ICL score's
-SD over seeds at up to 0.2 nats on the mixture sweep's tiny models; the forward pass is cheap."""
-"""Sequences in the fixed held-out batch whose loss is tracked during training."""
+"""Meta-training: episodes in the fixed held-out batch whose loss is tracked during training."""
+HELDOUT_WINDOWS = LMICLConfig().windows
+"""Pretraining: the stream's held-out windows (its last ones), for the held-out loss and lm_icl's ICL score, the
+same windows the after-training measurement reads (metaicl.eval.lm_icl.LMICLConfig.windows)."""
 
 
 class StreamBatches:
