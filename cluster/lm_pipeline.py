@@ -28,7 +28,7 @@ from pretrain_data.build import build, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.task_families import build_task_families, token_range_of
 from cluster.lm_report import write_lm_report
-from cluster.results import LM_ICL, METAICL, tidy, training_rows
+from cluster.results import LM_ICL, METAICL, REGRESSION, tidy, training_rows
 from cluster.steps import Step
 
 
@@ -111,7 +111,7 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
         manifest = target_dir(cfg.pretrain, cfg.data_root).absolute() / "manifest.json"
         pre = LMStage("pretrain", str(pretrain_dir(cfg)), cfg.lm, cfg.train, stream=str(manifest),
-                      vocab_size=inputs.manifest.vocab_size if inputs.manifest else 0)
+                      vocab_size=inputs.manifest.vocab_size if inputs.manifest else 0, prompts=cfg.regression)
         steps.append(Step("pretrain", "pretrain", Path(pre.out_dir), DONE_FILE, spec=pre,
                           known=inputs.manifest is not None))
         base = str(pre.model_dir)
@@ -204,6 +204,16 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
 
     e = cfg.eval
     each = e.cpus_per_worker or cpus_each(len(dirs), cpus)
+    if cfg.regression:  # Garg et al.'s model of function-class prompts: the regression suite only
+        from metaicl.eval.regression import measure_regression
+
+        task = ray.remote(measure_regression).options(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0,
+                                                     scheduling_strategy="DEFAULT")
+        started = time.perf_counter()
+        rows = ray.get(task.remote(dirs["pretrained"], str(inputs.manifest.root), e.regression,
+                                   "cuda" if e.use_gpu else "cpu", threads(each)))
+        echo(f"eval [regression]: done ({time.perf_counter() - started:.0f}s)")
+        return tidy(pd.DataFrame(rows), suite=REGRESSION)
     # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
     remote = ray.remote(measure_variant).options(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0,
                                                  scheduling_strategy="DEFAULT")

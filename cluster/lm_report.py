@@ -16,7 +16,7 @@ import pandas as pd
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
 from cluster.report import markdown_table
-from cluster.results import LM_ICL, METAICL
+from cluster.results import LM_ICL, METAICL, REGRESSION
 
 HEADLINE = ("metaicl", "in_context", "zero_shot")
 
@@ -48,6 +48,10 @@ def headline(results: pd.DataFrame) -> str:
             parts.append(f"{best.row} {best['mean']:.3f} (worst {best.worst:.3f}, k={best.k})")
     if parts:
         lines.append("macro-F1 on the target tasks, mean over seeds: " + " vs ".join(parts))
+    if (results.suite == REGRESSION).any():
+        from cluster.regression_report import headline as regression_headline
+
+        lines.append(regression_headline(results))
     own = results[(results.suite == LM_ICL) & (results.stage == "eval") & (results.method == "pretrained")]
     if len(own):
         wide = lm_icl_table(own, "method").iloc[0]
@@ -130,6 +134,10 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
                   for line in ("", f"## {title}", "", text, "", markdown_table(table))]
     if (results.suite == LM_ICL).any():
         parts += lm_icl_section(results)
+    if (results.suite == REGRESSION).any():
+        from cluster.regression_report import regression_section
+
+        parts += regression_section(results, out)
     if notes:
         parts += ["", notes]
     write_text(out / "report.md", "\n".join(parts) + "\n")

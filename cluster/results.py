@@ -8,13 +8,13 @@
 | arm | the arm (`main` when the config has none) |
 | stage | what produced the row: `train` (the classifier), `pretrain`, `metatrain/<variant>`, `eval` |
 | step | training step of the measurement (null for evaluation after training) |
-| suite | `icl_sets` (Chan et al.'s eval sets), `train` (training loss), `heldout` (a language model's held-out loss), `metaicl` (MetaICL's table), `lm_icl` (a language model's own in-context ability: metaicl/eval/lm_icl.py) |
-| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, the target task, or lm_icl's measurement (mixture, shuffled, repeat, repeat_boundary, repeat_lag, heads) |
-| method | MetaICL's row (metaicl, in_context, ...); for lm_icl after training, the model measured (pretrained, metaicl, ...); null elsewhere |
-| k | demonstrations (0 for 0-shot rows); null where the context size is not a knob of the row |
+| suite | `icl_sets` (Chan et al.'s eval sets), `train` (training loss), `heldout` (a language model's held-out loss), `metaicl` (MetaICL's table), `lm_icl` (a language model's own in-context ability: metaicl/eval/lm_icl.py), `regression` (a model of function-class prompts: metaicl/eval/regression.py) |
+| task | the eval set (icl_novel, icl_swap, iwl), `train`/`heldout`, the target task, or lm_icl's measurement (mixture, shuffled, repeat, repeat_boundary, repeat_lag, heads); regression: `<source>/<prompt distribution>` (standard, skewed, noisy, scaled, orthant) |
+| method | MetaICL's row (metaicl, in_context, ...); for lm_icl after training, the model measured (pretrained, metaicl, ...); regression: `model` or the estimator (least_squares, ridge, lasso, greedy_tree, two_layer_nn, averaging, knn, gd_<steps>); null elsewhere |
+| k | demonstrations (0 for 0-shot rows; regression: in-context examples before the query); null where the context size is not a knob of the row |
 | seed | the demonstration seed (MetaICL), else the training seed |
 | scoring | `sum` or `mean` of the option's log-probs (MetaICL); null elsewhere |
-| metric | accuracy, loss, macro_f1 (metaicl also label_mass, context_label_share, and oracle_accuracy with a null method); lm_icl: icl_score, first_copy_loss, second_copy_loss, gap, copy_accuracy, induction_score, previous_token_score (and the head: *_head), and per k on GINC prompts (task kshot/<source>) accuracy, accuracy_calibrated, bayes_accuracy, label_mass, context_label_share (their *_slope at null k) |
+| metric | accuracy, loss, macro_f1 (metaicl also label_mass, context_label_share, and oracle_accuracy with a null method); lm_icl: icl_score, first_copy_loss, second_copy_loss, gap, copy_accuracy, induction_score, previous_token_score (and the head: *_head), and per k on GINC prompts (task kshot/<source>) accuracy, accuracy_calibrated, bayes_accuracy, label_mass, context_label_share (their *_slope at null k); regression: squared_error (/ d), and against the model model_difference, update_cosine, step_size |
 | value | the number |
 
 A later suite adds its rows (and, if it must, columns) here: there is never a second schema.
@@ -29,6 +29,7 @@ TEXT = ("run", "arm", "stage", "suite", "task", "method", "scoring", "metric")
 ICL_SETS = "icl_sets"
 METAICL = "metaicl"
 LM_ICL = "lm_icl"
+REGRESSION = "regression"
 
 
 def eval_sets(rows: pd.DataFrame) -> list[str]:

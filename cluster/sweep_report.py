@@ -21,7 +21,7 @@ import pandas as pd
 
 from cluster.report import last_accuracy, markdown_table, pyplot, save_figure, set_accuracy
 from cluster.lm_report import LM_ICL_COLUMNS
-from cluster.results import ICL_SETS, LM_ICL, METAICL, eval_sets
+from cluster.results import ICL_SETS, LM_ICL, METAICL, REGRESSION, eval_sets
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
 
@@ -165,6 +165,8 @@ def write_sweep_report(root: Path, table: pd.DataFrame, title: str) -> Path:
     if ((table.suite == LM_ICL) & (table.stage == "eval")).any():
         section, more = lm_icl_section(table[table.suite == LM_ICL], root)
         md, figures = md + section, figures + more
+    if (table.suite == REGRESSION).any():
+        md += regression_section(table)
     for caption, file in figures:
         md += ["", f"## {caption}", "", f"![{caption}]({file})"]
     write_text(root / "report.md", "\n".join(md) + "\n")
@@ -347,3 +349,25 @@ def to_html(title: str, md_lines: list[str], root: Path) -> str:
              "font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def regression_section(table: pd.DataFrame) -> list[str]:
+    """Models of function-class prompts (suite regression): per trial, the model's error at half the largest k and
+    at the largest, on every prompt distribution (mean over seeds), with least squares' on the same prompts."""
+    keys = swept_keys(table)
+    rows = table[(table.suite == REGRESSION) & (table.metric == "squared_error")]
+    top = int(rows.k.max())
+    rows = rows[rows.k.isin([top // 2, top])].assign(column=lambda r: r.task + " k=" + r.k.astype(str))
+    model = rows[rows.method == "model"]
+    index = keys or ["run"]
+    absent = model.assign(**{k: absent_marked(model[k]) for k in keys})
+    wide = absent.pivot_table(index=list(dict.fromkeys([*index, "run"])), columns="column",
+                              values="value").reset_index()
+    columns = sorted(set(model.column))
+    grouped = wide.groupby(index, dropna=False)[columns]
+    out = grouped.mean()
+    out["seeds"] = grouped.size()
+    reference = rows[rows.method == "least_squares"].groupby("column").value.mean()
+    return ["", "## Regression in context (suite regression; the model's squared error / d, mean over seeds)", "",
+            "Least squares on the same prompts: " + ", ".join(f"{c} {v:.3f}" for c, v in reference.items()) + ".",
+            "", markdown_table(out.reset_index())]

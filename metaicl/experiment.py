@@ -36,7 +36,7 @@ from metaicl.models.config import ModelConfig
 from metaicl.models.lm import LMConfig
 from metaicl.train.config import TrainConfig
 from pretrain_data.config import BurstyDataConfig
-from pretrain_data.mixture_config import MixtureConfig
+from pretrain_data.mixture_config import CONTINUOUS, MixtureConfig
 from pretrain_data.task_families import TaskFamiliesConfig
 
 ARM_GROUPS = ("data", "pretrain", "model", "train", "eval")
@@ -195,6 +195,9 @@ class ExperimentConfig:
         if self.lm is not None and self.model is not None:
             raise ConfigError("model", "a config trains the in-context classifier (`model:`) or a language model "
                                        "(`lm:`), not both")
+        if self.metatrain.curriculum is not None or (self.lm is None and self.train.curriculum is not None):
+            key = "metatrain.curriculum" if self.metatrain.curriculum is not None else "train.curriculum"
+            raise ConfigError(key, "the curriculum on prompt length is for pretraining on function-class prompts")
         if self.lm is not None:
             self._validate_lm()
         elif self.tasks is not None:
@@ -208,6 +211,12 @@ class ExperimentConfig:
                                       "(`sweep.grid`, e.g. pretrain.sources.<s>.weight)")
         if self.pretrain is None and self.lm.name_or_path is None:
             raise ConfigError("lm.name_or_path", "without `pretrain:` data the model must come from lm.name_or_path")
+        if self.regression:
+            self._validate_regression()
+            return
+        if self.train.curriculum is not None:
+            raise ConfigError("train.curriculum", "the curriculum on prompt length is for function-class prompts "
+                                                  "(a `pretrain:` mixture of function_class sources)")
         if not self.eval.methods and not self.eval.lm_icl:
             raise ConfigError("eval.methods", "nothing to evaluate: name methods, or keep eval.lm_icl")
         if self.tasks is None and self.eval.methods:
@@ -225,6 +234,27 @@ class ExperimentConfig:
         if self.episodes.max_length > self.lm.context_length:
             raise ConfigError("episodes.max_length", f"{self.episodes.max_length} > lm.context_length="
                                                      f"{self.lm.context_length}")
+
+    @property
+    def regression(self) -> bool:
+        """A model of real-valued prompts: pretrained on a function-class mixture (Garg et al. 2022)."""
+        return self.lm is not None and self.pretrain is not None and any(
+            s.kind in CONTINUOUS for s in self.pretrain.sources.values())
+
+    def _validate_regression(self) -> None:
+        """Garg et al.'s model reads (x, y) pairs, not tokens: no tasks, no MetaICL methods; its prompts fit."""
+        if self.lm.name_or_path is not None:
+            raise ConfigError("lm.name_or_path", "a model of function-class prompts is pretrained here; it does not "
+                                                 "start from a language model")
+        if self.tasks is not None:
+            raise ConfigError("tasks", "a model of function-class prompts is measured by the regression suite "
+                                       "(eval.regression), not on tasks: remove `tasks:`")
+        if self.eval.methods:
+            raise ConfigError("eval.methods", "MetaICL's methods score text options; a model of function-class "
+                                              "prompts is measured by eval.regression: set eval.methods: []")
+        if 2 * self.pretrain.context_length > self.lm.context_length:
+            raise ConfigError("lm.context_length", f"{self.lm.context_length} positions < 2 x pretrain.context_length="
+                                                   f"{self.pretrain.context_length} (an x and a y per pair)")
 
     @property
     def data_spec(self):
@@ -295,7 +325,7 @@ def run_hash(cfg: ExperimentConfig) -> str:
 
 
 _LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
-            "eval.max_test_examples", "eval.lm_icl", "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker")
+            "eval.max_test_examples", "eval.lm_icl", "eval.regression", "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker")
 OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
 """Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 

@@ -39,9 +39,36 @@ class TokenStream:
             self._cache[file] = fixed_list(pq.read_table(self.manifest.root / file).column("input_ids"))
         return self._cache[file]
 
-    def windows(self, positions) -> np.ndarray:
+    def locate(self, positions) -> list[tuple[str, int]]:
+        """(shard file, row) of each stream position."""
         out = []
         for p in np.asarray(positions):
             name, w = self.ordinal_name[int(self.source[p])], int(self.window[p])
-            out.append(self._shard(self.files[(name, w // self.per_shard)])[w % self.per_shard])
-        return np.stack(out)
+            out.append((self.files[(name, w // self.per_shard)], w % self.per_shard))
+        return out
+
+    def windows(self, positions) -> np.ndarray:
+        return np.stack([self._shard(file)[row] for file, row in self.locate(positions)])
+
+
+class PromptStream(TokenStream):
+    """A function-class mixture's stream: window i is one prompt, (xs (P, d), ys (P,)) float32.
+
+        xs, ys = PromptStream(Manifest.read("runs/data/fc-1a2b3c4d")).windows([0, 1])   # (2, P, d), (2, P)
+    """
+
+    def __init__(self, manifest: Manifest):
+        super().__init__(manifest)
+        first = next(iter(manifest.config["sources"].values()))["function_class"]
+        self.n_dims, self.n_points = int(first["n_dims"]), int(first["n_points"])
+
+    def _shard(self, file: str) -> tuple[np.ndarray, np.ndarray]:
+        if file not in self._cache:
+            table = pq.read_table(self.manifest.root / file)
+            xs = fixed_list(table.column("xs")).reshape(-1, self.n_points, self.n_dims)
+            self._cache[file] = (xs, fixed_list(table.column("ys")))
+        return self._cache[file]
+
+    def windows(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        rows = [(self._shard(file)[0][row], self._shard(file)[1][row]) for file, row in self.locate(positions)]
+        return np.stack([x for x, _ in rows]), np.stack([y for _, y in rows])

@@ -45,6 +45,8 @@ TOY = {"configs/quickstart.yaml": TINY_SPINE,
                                            "sweep.points=[{pretrain.sources.zipf.zipf_lm.related_docs: 1.0, "
                                            "pretrain.sources.zipf.zipf_lm.doc_length: 24, "
                                            "pretrain.sources.zipf.transforms: [{name: dependency_order}]}]"],
+       "configs/regression_icl.yaml": ["pretrain.token_budget=16384", "train.steps=20", "train.eval_every=10",
+                                       "eval.regression.prompts=16"],
        **{f"configs/data/{name}.yaml": [f"pretrain.token_budget={n}"] for name, n in DATA_BUDGET.items()}}
 """Toy-size overrides per config: the same pipeline, seconds instead of minutes. They change sizes, never paths."""
 NOT_RUN = {"submit": "needs a cluster's address: tests/test_jobs.py submits to a head it starts on loopback",
@@ -108,7 +110,7 @@ RUN = ("metaicl --help", "metaicl run configs/tiny.yaml", "metaicl run configs/q
        "metaicl train configs/metaicl_synthetic.yaml", "metaicl metatrain configs/metaicl_synthetic.yaml",
        "metaicl eval configs/metaicl_synthetic.yaml", "metaicl sweep configs/sweeps/burstiness_zipf.yaml",
        "metaicl sweep configs/sweeps/metaicl_tiny.yaml", "metaicl sweep configs/sweeps/mixture_icl.yaml",
-       "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep",
+       "metaicl run configs/regression_icl.yaml", "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep",
        "metaicl aggregate runs ", "metaicl report runs ")
 """README lines (by prefix) the tests below run; `$ ` lines (bad input and what it prints) run in
 test_bad_input_prints_what_readme_shows."""

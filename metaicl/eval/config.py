@@ -15,6 +15,7 @@ from typing import List, Optional
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.data.tasks import SEEDS
 from metaicl.eval.methods import METHODS
+from metaicl.eval.regression import RegressionEvalConfig
 from pretrain_data.bursty import EVAL_SETS
 
 
@@ -59,6 +60,9 @@ class EvalConfig:
     on its trainer's device."""
     gpus_per_worker: float = 1.0
     """Language model: GPUs each evaluation task (one per model scored) reserves when use_gpu."""
+    regression: RegressionEvalConfig = field(default_factory=RegressionEvalConfig)
+    """A model pretrained on function-class prompts (Garg et al. 2022): its regression suite
+    (metaicl/eval/regression.py), measured instead of MetaICL's table and lm_icl."""
     cpus_per_worker: Optional[float] = None
     """Language model: CPUs each evaluation task reserves; its torch threads are the whole CPUs among them. None:
     the tasks share the cluster's CPUs (a sweep trial: its share), as training stages do."""
@@ -77,6 +81,7 @@ class EvalConfig:
         check_at_least(self, prefix, ("max_test_examples",), 0)
         if self.batch_size is not None:
             check_at_least(self, prefix, ("batch_size",), 1)
+        self.regression.validate(f"{prefix}.regression")
         for key in ("gpus_per_worker", "cpus_per_worker"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"{prefix}.{key}", f"must be > 0, got {getattr(self, key)}")

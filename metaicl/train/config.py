@@ -10,6 +10,26 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
+class CurriculumConfig:
+    """Garg et al. 2022's curriculum on prompt length (their Sec. 3): training starts on the first `points_start`
+    (x, y) pairs of each prompt and adds `points_inc` every `every` steps up to the whole prompt. Short prompts
+    first make the early steps cheaper and, Garg et al. report, training faster. (Their curriculum also grows the
+    dimension; a prompt of a built mixture is fixed, so only its length can grow here.)"""
+    points_start: int = 3
+    """(x, y) pairs per prompt at step 0."""
+    points_inc: int = 2
+    """Pairs added at each increase."""
+    every: int = 200
+    """Steps between increases."""
+
+    def points(self, step: int, n_points: int) -> int:
+        return min(n_points, self.points_start + self.points_inc * (step // self.every))
+
+    def validate(self, prefix: str = "train.curriculum") -> None:
+        check_at_least(self, prefix, ("points_start", "points_inc", "every"), 1)
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1500
     """Optimiser steps (the training budget; identical across arms)."""
@@ -54,6 +74,8 @@ class TrainConfig:
     """`auto` = bf16 autocast on GPU, fp32 on CPU; or force `fp32` / `bf16`."""
     max_failures: int = 2
     """Worker failures Ray Train retries; each retry resumes from the latest checkpoint."""
+    curriculum: Optional[CurriculumConfig] = None
+    """Pretraining on function-class prompts: Garg et al.'s curriculum on prompt length (None: whole prompts)."""
 
     def validate(self, prefix: str = "train") -> None:
         check_at_least(self, prefix, ("steps", "batch_size", "eval_every", "ckpt_every", "log_every", "num_workers",
@@ -70,5 +92,7 @@ class TrainConfig:
                                                        f"(grad_accum) do not divide {prefix}.batch_size={self.batch_size}")
         if self.use_gpu and not 0 < self.gpus_per_worker <= 8:
             raise ConfigError(f"{prefix}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker}")
+        if self.curriculum is not None:
+            self.curriculum.validate(f"{prefix}.curriculum")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -31,7 +31,7 @@ from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
 from metaicl.data.tokenizer import TokenizerSpec
 from metaicl.eval.lm_icl import LMICLConfig
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
-from metaicl.train.config import TrainConfig
+from metaicl.train.config import CurriculumConfig, TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +70,37 @@ class StreamBatches:
         """The stream's last windows: seen last in training, if at all (the stream has no validation split)."""
         n = len(self.stream)
         return self.windows(np.arange(max(0, n - HELDOUT_WINDOWS), n))
+
+
+class PromptBatches:
+    """Function-class prompts (Garg et al. 2022): global batch s = prompts [s*B, (s+1)*B) of the mixture's stream,
+    modulo its length, each cut to the curriculum's length at step s; rank r takes rows r, r+world, ..."""
+
+    def __init__(self, manifest_path: str, batch_size: int, rank: int = 0, world: int = 1,
+                 curriculum: CurriculumConfig | None = None):
+        from pretrain_data.manifest import Manifest
+        from pretrain_data.token_reader import PromptStream
+
+        self.stream = PromptStream(Manifest.read(Path(manifest_path).parent))
+        self.batch_size, self.rank, self.world, self.curriculum = batch_size, rank, world, curriculum
+
+    def prompts(self, positions, points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        xs, ys = self.stream.windows(positions)
+        return torch.from_numpy(xs[:, :points]), torch.from_numpy(ys[:, :points])
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from metaicl.data.fewshot import rank_rows
+
+        n = self.stream.n_points
+        points = self.curriculum.points(step, n) if self.curriculum else n
+        return self.prompts(rank_rows(step, self.batch_size, len(self.stream), self.rank, self.world), points)
+
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream's last prompts, whole."""
+        n = len(self.stream)
+        return self.prompts(np.arange(max(0, n - HELDOUT_WINDOWS), n), self.stream.n_points)
 
 
 @dataclass
@@ -127,6 +158,9 @@ class LMStage:
     episodes: Optional[EpisodeData] = None
     """Meta-training: the task collection and episode format."""
     vocab_size: int = 0
+    prompts: bool = False
+    """Pretraining on a function-class mixture: Garg et al.'s regression model (metaicl.models.regression) learns
+    y from the prompt's real-valued (x, y) pairs, with the squared-error loss."""
 
     @property
     def done(self) -> bool:
@@ -137,6 +171,8 @@ class LMStage:
         return Path(self.out_dir) / "model"
 
     def batches(self, rank: int, world: int):
+        if self.prompts:
+            return PromptBatches(self.stream, self.train.batch_size, rank, world, self.train.curriculum)
         if self.stream is not None:
             return StreamBatches(self.stream, self.train.batch_size, rank, world)
         return EpisodeBatches(self.episodes, self.train.batch_size, rank, world)
@@ -158,26 +194,35 @@ class LMStage:
 
         out = Path(self.out_dir)
         seed_all(self.train.seed)
-        model = build_lm(self.lm, self.vocab_size, init=self.init).to(device)
         batches = self.batches(rank, world)
+        if self.prompts:
+            from metaicl.models.regression import (build_regressor, load_regressor, regression_loss,
+                                                   save_regressor)
+
+            model = (load_regressor(self.init) if self.init else
+                     build_regressor(self.lm, batches.stream.n_dims, batches.stream.n_points)).to(device)
+            loss_fn, save = regression_loss, save_regressor
+        else:
+            model = build_lm(self.lm, self.vocab_size, init=self.init).to(device)
+            loss_fn, save = lm_loss, save_lm
         heldout = batches.heldout() if rank == 0 else None
 
         @torch.no_grad()
         def evaluate() -> dict:
             was = model.training
             model.eval()
-            metrics = {"heldout": {"loss": lm_loss(model, tuple(t.to(device) for t in heldout)).item()}}
-            if self.stream is not None:  # in-context ability over pretraining (its onset: Olsson et al. 2022)
+            metrics = {"heldout": {"loss": loss_fn(model, tuple(t.to(device) for t in heldout)).item()}}
+            if self.stream is not None and not self.prompts:  # in-context ability over pretraining (its onset: Olsson et al. 2022)
                 for row in lm_icl_rows(model, heldout[0].to(device)):
                     metrics.setdefault(f"lm_icl/{row['task']}", {})[row["metric"]] = row["value"]
             model.train(was)
             return metrics
 
-        history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=lm_loss,
+        history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=loss_fn,
                              checkpointer=Checkpointer(out / "checkpoints"), is_chief=rank == 0, device=device,
                              report=report, progress=lambda p: write_json(out / "progress.json", p),
                              data_state=self.data_state(batches))
         if rank == 0:
-            save_lm(model, self.model_dir)
+            save(model, self.model_dir)
             write_parquet(out / DONE_FILE, pa.Table.from_pylist(history))
         return history
