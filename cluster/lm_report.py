@@ -73,6 +73,18 @@ def label_space_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=columns)[["method", "k", *[v for c, v in columns.items() if c in table]]]
 
 
+ICL_VS_FT = ("simaou", "simaou_random", "simam_ft", "simam_zsl")
+
+
+def icl_vs_ft_table(results: pd.DataFrame) -> pd.DataFrame:
+    """k -> Dai et al.'s similarities and their controls (metaicl.eval.icl_vs_ft), mean over tasks and seeds."""
+    rows = results[(results.suite == METAICL) & results.metric.isin(ICL_VS_FT)]
+    if rows.empty:
+        return rows
+    wide = rows.pivot_table(index="k", columns="metric", values="value").reset_index()
+    return wide[["k", *(m for m in ICL_VS_FT if m in wide.columns)]]
+
+
 def kshot_curves(results: pd.DataFrame) -> pd.DataFrame:
     """Per method with demonstrations: mean accuracy at each k (its 0-shot counterpart as k = 0) and the slope
     against log2(k + 1); only methods with two or more points."""
@@ -130,6 +142,13 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
              "log2(k + 1)). Oracle: a reader that knows each input's class and learns the label words from the "
              "demonstrations only (the ceiling where words are arbitrary per task, as in the synthetic families).",
              kshot_curves(results))]
+        sections.append((
+            "In-context learning against fine-tuning (Dai et al. 2023; mean over tasks and seeds)",
+            "At the answer slot, per layer then averaged: simaou = cosine between the attention output's update by "
+            "the demonstrations in context and by fine-tuning on them (each against the query alone), "
+            "simaou_random = the same against a random update (the control); simam_ft / simam_zsl = cosine of "
+            "the in-context attention over the query's tokens with the fine-tuned model's / the query-alone "
+            "model's (metaicl/eval/icl_vs_ft.py).", icl_vs_ft_table(results)))
         parts += [line for title, text, table in sections if len(table)
                   for line in ("", f"## {title}", "", text, "", markdown_table(table))]
     if (results.suite == LM_ICL).any():

@@ -325,7 +325,8 @@ def run_hash(cfg: ExperimentConfig) -> str:
 
 
 _LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
-            "eval.max_test_examples", "eval.lm_icl", "eval.regression", "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker")
+            "eval.max_test_examples", "eval.lm_icl", "eval.regression", "eval.icl_vs_finetune", "eval.use_gpu",
+            "eval.gpus_per_worker", "eval.cpus_per_worker")
 OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
 """Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 

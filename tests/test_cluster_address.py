@@ -43,16 +43,8 @@ def test_run_joins_a_running_cluster_at_its_address(tmp_path):
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        proc = subprocess.run(  # a data build is the cheapest stage that needs Ray: its shards are Ray tasks
-            [str(BIN / "metaicl"), "data", "build", str(TINY),
-             f"cluster.address=127.0.0.1:{port}", f"data_root={tmp_path}/data"],
-            env=env, capture_output=True, text=True, timeout=400)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "data [bursty]: built" in proc.stdout and "data [non_bursty]: built" in proc.stdout
-        assert len(list((tmp_path / "data").glob("*/manifest.json"))) == 2
-
-        # Issue 19's twin: two `metaicl run`s of that config at once, on this cluster, sharing data_root. Each
-        # step is leased (cluster/lease.py): one process trains it, the other waits and reuses it.
+        # Issue 19's twin: two `metaicl run`s of one config at once, on this cluster, sharing data_root. Each step
+        # is leased (cluster/lease.py): one process builds or trains it, the other waits and reuses it.
         twins = [subprocess.Popen([str(BIN / "metaicl"), "run", str(TINY), f"cluster.address=127.0.0.1:{port}",
                                    f"data_root={tmp_path}/data", f"runs_root={tmp_path}/runs"],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -62,6 +54,9 @@ def test_run_joins_a_running_cluster_at_its_address(tmp_path):
         trained = [arm for out in outs for line in out.splitlines() if line.startswith("train: ")
                    for arm in line.removeprefix("train: ").split(" finished")[0].split(", ")]
         assert sorted(trained) == ["bursty", "non_bursty"], outs  # each arm trained once, by one of the two
+        for arm in ("bursty", "non_bursty"):  # and its data built once, on the joined cluster
+            assert sum(out.count(f"data [{arm}]: built") for out in outs) == 1, outs
+        assert len(list((tmp_path / "data").glob("*/manifest.json"))) == 2
         [run_dir] = (tmp_path / "runs").iterdir()
         assert (run_dir / "results.parquet").exists() and not list((tmp_path / "data").glob(".*.lease"))
     finally:

@@ -261,24 +261,26 @@ def test_prompt_batches_grow_with_the_curriculum_and_depend_on_the_step_only(tmp
         grown.get(12)[0], whole.get(12)[0][:, :5])
 
 
-@pytest.mark.slow
-def test_a_sweep_over_regression_keys_pretrains_once_and_reports_each_trial(ray_session, tmp_path):
-    """Two trials that differ in an evaluation key share one pretrained model (made once, before the trials), and
-    the sweep's report has the regression section, a row per trial."""
-    from cluster.sweep import run_sweep
-    from tests.conftest import ROOT
+def test_the_sweep_report_has_a_regression_row_per_trial_with_least_squares_beside_it(tmp_path):
+    """A sweep of regression runs (trials are runs: the same pipeline; tests/test_readme_sweeps.py aggregates a real
+    one with every other kind): one row per swept value, the model's error at half and at the largest k, mean over
+    seeds, and least squares' error on the same prompts."""
+    from cluster.results import tidy
+    from cluster.sweep_report import regression_section
 
-    lines: list[str] = []
-    root = run_sweep(ROOT / "configs" / "regression_icl.yaml",
-                     ["pretrain.token_budget=16384", "train.steps=8", "train.eval_every=4", "eval.regression.prompts=16",
-                      "eval.regression.distributions=[standard,noisy]", "sweep.grid={eval.regression.noise: [0.5, 2.0]}"],
-                     echo=lines.append, cwd=tmp_path)
-    assert any("pretrain: pretrain-" in line and "(2 trials)" in line for line in lines)
-    assert len(list((tmp_path / "runs" / "data").glob("pretrain-*"))) == 1
-    table = pd.read_parquet(root / "aggregate.parquet")
-    noisy = table[(table.suite == "regression") & (table.task == "linear/noisy") & (table.method == "least_squares")
-                  & (table.k == 5)]
-    by_noise = noisy.groupby("cfg.eval.regression.noise").value.mean()
-    assert list(by_noise.index) == [0.5, 2.0] and by_noise[2.0] > by_noise[0.5]  # more noise, worse interpolation
-    report = (root / "report.md").read_text()
-    assert "## Regression in context (suite regression" in report and "eval.regression.noise" in report
+    rows = []
+    for run, (noise, seed) in enumerate([(0.5, 0), (0.5, 1), (2.0, 0)]):
+        for method, base in (("model", 0.1 * noise + 0.01 * seed), ("least_squares", 0.0)):
+            for k in range(11):
+                rows.append({"run": f"r{run}", "arm": "main", "suite": "regression", "task": "linear/noisy",
+                             "method": method, "k": k, "seed": seed, "metric": "squared_error",
+                             "value": base + (10 - k) / 10, "cfg.eval.regression.noise": noise,
+                             "cfg.train.seed": seed})
+    table = pd.concat([tidy(pd.DataFrame(rows)), pd.DataFrame(rows)[["cfg.eval.regression.noise", "cfg.train.seed"]]],
+                      axis=1)
+    lines = regression_section(table)
+    text = "\n".join(lines)
+    assert "Least squares on the same prompts: linear/noisy k=10 0.000, linear/noisy k=5 0.500." in text
+    body = [line for line in text.splitlines() if line.startswith("| ")]
+    assert body[0].startswith("| cfg.eval.regression.noise | linear/noisy k=10 | linear/noisy k=5 | seeds |")
+    assert body[1:] == ["| 0.500 | 0.055 | 0.555 | 2 |", "| 2.000 | 0.200 | 0.700 | 1 |"]

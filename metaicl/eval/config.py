@@ -50,6 +50,10 @@ class EvalConfig:
     metaicl/eval/lm_icl.py: Olsson et al.'s ICL score on held-out windows of the mixture and on its order control, the
     repeated-sequence gap and copy accuracy, induction and previous-token head scores). Pretraining measures the
     same at every train.eval_every, whatever this says."""
+    icl_vs_finetune: bool = False
+    """Language model, with the `finetune` method: also compare in-context learning with fine-tuning on the same
+    demonstrations inside the model (Dai et al. 2023's SimAOU and SimAM against their controls;
+    metaicl/eval/icl_vs_ft.py), rows of method finetune."""
     fast: bool = True
     """Language model: score with the shared demonstrations' KV cache (same scores as full sequences, faster)."""
     batch_size: Optional[int] = None

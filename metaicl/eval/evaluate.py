@@ -132,6 +132,10 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
             if method.finetune:
                 tuned = finetuned(model, demos, episodes, tok, finetune.steps, finetune.lr, device)
                 preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)
+                if cfg.icl_vs_finetune and name == "finetune":  # the same demonstrations in context, and tuned on
+                    from metaicl.eval.icl_vs_ft import icl_vs_ft_rows
+
+                    rows += icl_vs_ft_rows(model, tuned, task, demos, cfg, episodes, tok, device, k, seed)
             else:
                 preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw)
             rows += rows_for(name, task, k, seed, preds, cfg)
