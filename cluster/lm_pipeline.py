@@ -194,9 +194,11 @@ def model_dirs(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, str]:
 
 def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
              cpus: float | None = None) -> pd.DataFrame:
-    """One Ray task per model (pretrained, each meta-trained variant), each scoring its methods on every task and,
-    with eval.lm_icl, measuring the model's own in-context ability, with eval.*'s resources; unless
-    eval.cpus_per_worker says otherwise, the tasks share `cpus` (default: the cluster's CPUs). Result rows."""
+    """Every model (pretrained, each meta-trained variant) scores its methods on every task and, with eval.lm_icl,
+    measures its own in-context ability. On GPUs, or with eval.cpus_per_worker set: one Ray task per model with
+    eval.*'s resources (unless eval.cpus_per_worker says otherwise, the tasks share `cpus`, default the cluster's
+    CPUs). On CPUs alone: one task, the models one after another on all of `cpus`, in the warm worker process
+    training left (a toy LM run's evaluation: 3 s + 9 s concurrently -> 2 s, measured 2026-12-02). Result rows."""
     import ray
 
     from metaicl.eval.evaluate import measure_variant
@@ -214,21 +216,32 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
                                    "cuda" if e.use_gpu else "cpu", threads(each)))
         echo(f"eval [regression]: done ({time.perf_counter() - started:.0f}s)")
         return tidy(pd.DataFrame(rows), suite=REGRESSION)
-    # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
-    remote = ray.remote(measure_variant).options(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0,
-                                                 scheduling_strategy="DEFAULT")
     stream = str(inputs.manifest.root) if inputs.manifest else None
-    futures = {variant: remote.remote(variant, path, [m for m in e.methods if METHODS[m].model == variant],
-                                      str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes,
-                                      cfg.finetune, inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream,
-                                      threads(each))
-               for variant, path in dirs.items()}
+    jobs = {variant: (variant, path, [m for m in e.methods if METHODS[m].model == variant],
+                      str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes, cfg.finetune,
+                      inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream)
+            for variant, path in dirs.items()}
+    together = not e.use_gpu and e.cpus_per_worker is None and len(jobs) > 1
+    if together:  # on CPUs alone: one task, the models one after another on every thread of the share, in one
+        each = cpus_each(1, cpus)  # warm worker process (a second process would import torch and transformers
+        jobs = {"all": ([*jobs.values()],)}  # again: ~8 CPU-seconds, the whole evaluation of a toy run)
+    # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
+    remote = ray.remote(measure_variants if together else measure_variant).options(
+        num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0, scheduling_strategy="DEFAULT")
+    futures = {name: remote.remote(*args, threads=threads(each)) for name, args in jobs.items()}
     started, frames = time.perf_counter(), []
-    for variant, future in futures.items():
-        table, own = ray.get(future)
-        frames += [tidy(pd.DataFrame(table), suite=METAICL), tidy(pd.DataFrame(own), suite=LM_ICL)]
-        echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
+    for name, future in futures.items():
+        for variant, (table, own) in (ray.get(future) if together else {name: ray.get(future)}).items():
+            frames += [tidy(pd.DataFrame(table), suite=METAICL), tidy(pd.DataFrame(own), suite=LM_ICL)]
+            echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
     return pd.concat(frames, ignore_index=True)
+
+
+def measure_variants(jobs: list[tuple], threads: int | None = None) -> dict[str, tuple]:
+    """measure_variant of each job (its arguments), one after another in this process: variant -> its rows."""
+    from metaicl.eval.evaluate import measure_variant
+
+    return {args[0]: measure_variant(*args, threads=threads) for args in jobs}
 
 
 def evaluate_run(cfg: ExperimentConfig, out: Path, steps: list[Step], echo, cpus: float | None = None) -> None:
