@@ -57,18 +57,24 @@ def _tree_values(xs: np.ndarray, rng: np.random.Generator, depth: int) -> np.nda
     return leaves[rows, node - (2**depth - 1)]
 
 
+def linear_weights(cfg: FunctionClassConfig, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, d) weights of linear functions: w ~ N(0, I), sparse_linear keeping `sparsity` random coordinates."""
+    d = cfg.n_dims
+    w = rng.standard_normal((n, d))
+    if cfg.family == "sparse_linear":
+        keep = np.argsort(rng.random((n, d)), axis=1)[:, : cfg.sparsity]
+        mask = np.zeros((n, d), bool)
+        np.put_along_axis(mask, keep, True, axis=1)
+        w = w * mask
+    return w
+
+
 def sample_prompts(cfg: FunctionClassConfig, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(xs (n, n_points, d) float32, ys (n, n_points) float32), one function per prompt."""
     d = cfg.n_dims
     xs = rng.standard_normal((n, cfg.n_points, d))
     if cfg.family in ("linear", "sparse_linear"):
-        w = rng.standard_normal((n, d))
-        if cfg.family == "sparse_linear":
-            keep = np.argsort(rng.random((n, d)), axis=1)[:, : cfg.sparsity]
-            mask = np.zeros((n, d), bool)
-            np.put_along_axis(mask, keep, True, axis=1)
-            w = w * mask
-        ys = np.einsum("npd,nd->np", xs, w)
+        ys = np.einsum("npd,nd->np", xs, linear_weights(cfg, rng, n))
     elif cfg.family == "decision_tree":
         ys = _tree_values(xs, rng, cfg.tree_depth)
     else:

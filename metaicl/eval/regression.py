@@ -24,7 +24,7 @@ import numpy as np
 
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.seeding import rng_for
-from pretrain_data.function_class import FunctionClassConfig, sample_prompts
+from pretrain_data.function_class import FunctionClassConfig, linear_weights, sample_prompts
 
 DISTRIBUTIONS = ("standard", "skewed", "noisy", "scaled", "orthant")
 LINEAR = ("linear", "sparse_linear")
@@ -95,15 +95,8 @@ def _relabel(family: FunctionClassConfig, rng, n: int, transform):
     squares would be exact only for k >= d, so w is drawn here directly with the family's own law."""
     xs, _ = sample_prompts(family, rng, n)
     new = transform(xs.astype(np.float64))
-    d = family.n_dims
     if family.family in LINEAR:
-        w = rng.standard_normal((n, d))
-        if family.family == "sparse_linear":
-            keep = np.argsort(rng.random((n, d)), axis=1)[:, : family.sparsity]
-            mask = np.zeros((n, d), bool)
-            np.put_along_axis(mask, keep, True, axis=1)
-            w = w * mask
-        return new, np.einsum("npd,nd->np", new, w)
+        return new, np.einsum("npd,nd->np", new, linear_weights(family, rng, n))
     raise ConfigError("eval.regression.distributions", f"skewed, scaled and orthant prompts are built for linear "
                                                       f"families, not {family.family!r}")
 
