@@ -45,7 +45,7 @@ TOY = {"configs/quickstart.yaml": TINY_SPINE,
                                            "sweep.points=[{pretrain.sources.zipf.zipf_lm.related_docs: 1.0, "
                                            "pretrain.sources.zipf.zipf_lm.doc_length: 24, "
                                            "pretrain.sources.zipf.transforms: [{name: dependency_order}]}]"],
-       "configs/regression_icl.yaml": ["pretrain.token_budget=16384", "train.steps=20", "train.eval_every=10",
+       "configs/regression_icl.yaml": ["pretrain.token_budget=2048", "train.steps=4", "train.eval_every=2",
                                        "eval.regression.prompts=16"],
        **{f"configs/data/{name}.yaml": [f"pretrain.token_budget={n}"] for name, n in DATA_BUDGET.items()}}
 """Toy-size overrides per config: the same pipeline, seconds instead of minutes. They change sizes, never paths."""
