@@ -113,7 +113,8 @@ RUN = ("metaicl --help", "metaicl run configs/tiny.yaml", "metaicl run configs/q
        "metaicl run configs/regression_icl.yaml", "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep",
        "metaicl aggregate runs ", "metaicl report runs ")
 """README lines (by prefix) the tests below run; `$ ` lines (bad input and what it prints) run in
-test_bad_input_prints_what_readme_shows."""
+test_bad_input_prints_what_readme_shows; `metaicl run configs/regression_icl.yaml` runs in tests/test_regression.py,
+typed the same way in a fresh copy, through `metaicl.cli.main` on the session's Ray."""
 
 
 

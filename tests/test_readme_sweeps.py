@@ -114,24 +114,6 @@ def test_mixture_sweep_measures_each_model_by_its_own_in_context_ability(repo):
     assert "## In-context ability of the pretrained models (lm_icl" in (root / "report.md").read_text()
 
 
-def test_regression_in_context_run(repo):
-    """README's regression experiment (issue 17) at toy size: Garg et al.'s model through the one pipeline (data ->
-    pretrain -> regression suite -> results -> report)."""
-    run = metaicl(line("metaicl run configs/regression_icl.yaml"), repo)
-    [out] = (repo / "runs").glob("regression_icl-" + "[0-9a-f]" * 8)
-    results = pd.read_parquet(out / "results.parquet")
-    assert list(results.columns) == RESULT_COLUMNS
-    assert set(results.suite) == {"train", "heldout", "regression"} and set(results.stage) == {"pretrain", "eval"}
-    suite = results[results.suite == "regression"]
-    assert set(suite.task) == {f"linear/{d}" for d in ("standard", "skewed", "noisy", "scaled", "orthant")}
-    assert {"model", "least_squares", "ridge", "averaging", "knn", "gd_1", "gd_8"} == set(suite.method)
-    assert sorted(suite.k.unique()) == list(range(16))  # every number of in-context examples of a 16-pair prompt
-    assert "linear/standard (squared error / d): k=3: model" in run.stdout
-    report = (out / "report.md").read_text()
-    assert "## Regression in context" in report and "### In-context learning against gradient descent" in report
-    assert (out / "regression_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
     """runs/ now holds a sweep of the classifier, single language-model runs and a language-model sweep: one
     table, one report with a section per suite."""
@@ -146,7 +128,6 @@ def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
     report = (repo / "runs" / "report.md").read_text()
     assert "## Final accuracy" in report and "## MetaICL methods" in report
     assert "## In-context ability of the pretrained models (lm_icl" in report
-    assert "## Regression in context (suite regression" in report  # the regression run above, in the same table
     # no knob plot: across every run here no knob varies with the others at their baseline
     final = report.split("## Final accuracy")[1].split("##")[0]  # the classifier's runs only, keyed by what varies
     assert "icl_novel mean" in final and "data.burstiness" in final and "metatrain" not in final
