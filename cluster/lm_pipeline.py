@@ -201,7 +201,6 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
     training left (a toy LM run's evaluation: 3 s + 9 s concurrently -> 2 s, measured 2026-12-02). Result rows."""
     import ray
 
-    from metaicl.eval.evaluate import measure_variant
     from metaicl.train.ray_train import cpus_each, threads
 
     e = cfg.eval
@@ -217,21 +216,22 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
         echo(f"eval [regression]: done ({time.perf_counter() - started:.0f}s)")
         return tidy(pd.DataFrame(rows), suite=REGRESSION)
     stream = str(inputs.manifest.root) if inputs.manifest else None
-    jobs = {variant: (variant, path, [m for m in e.methods if METHODS[m].model == variant],
-                      str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes, cfg.finetune,
-                      inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream)
-            for variant, path in dirs.items()}
-    together = not e.use_gpu and e.cpus_per_worker is None and len(jobs) > 1
-    if together:  # on CPUs alone: one task, the models one after another on every thread of the share, in one
-        each = cpus_each(1, cpus)  # warm worker process (a second process would import torch and transformers
-        jobs = {"all": ([*jobs.values()],)}  # again: ~8 CPU-seconds, the whole evaluation of a toy run)
+    jobs = [(variant, path, [m for m in e.methods if METHODS[m].model == variant],
+             str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes, cfg.finetune,
+             inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream) for variant, path in dirs.items()]
+    groups = [[job] for job in jobs]
+    if not e.use_gpu and e.cpus_per_worker is None and len(jobs) > 1:
+        # On CPUs alone: one task, the models one after another on every thread of the share, in one warm worker
+        # process (a second process would import torch and transformers again: ~8 CPU-seconds, the whole
+        # evaluation of a toy run)
+        each, groups = cpus_each(1, cpus), [jobs]
     # "DEFAULT": not inside the placement group of a Ray Tune trial that runs this (a trial reserves no CPU)
-    remote = ray.remote(measure_variants if together else measure_variant).options(
-        num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0, scheduling_strategy="DEFAULT")
-    futures = {name: remote.remote(*args, threads=threads(each)) for name, args in jobs.items()}
+    remote = ray.remote(measure_variants).options(num_cpus=each, num_gpus=e.gpus_per_worker if e.use_gpu else 0,
+                                                  scheduling_strategy="DEFAULT")
+    futures = [remote.remote(group, threads=threads(each)) for group in groups]
     started, frames = time.perf_counter(), []
-    for name, future in futures.items():
-        for variant, (table, own) in (ray.get(future) if together else {name: ray.get(future)}).items():
+    for future in futures:
+        for variant, (table, own) in ray.get(future).items():
             frames += [tidy(pd.DataFrame(table), suite=METAICL), tidy(pd.DataFrame(own), suite=LM_ICL)]
             echo(f"eval [{variant}]: done ({time.perf_counter() - started:.0f}s)")
     return pd.concat(frames, ignore_index=True)

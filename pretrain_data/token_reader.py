@@ -70,5 +70,5 @@ class PromptStream(TokenStream):
         return self._cache[file]
 
     def windows(self, positions) -> tuple[np.ndarray, np.ndarray]:
-        rows = [(self._shard(file)[0][row], self._shard(file)[1][row]) for file, row in self.locate(positions)]
-        return np.stack([x for x, _ in rows]), np.stack([y for _, y in rows])
+        shards = [(self._shard(file), row) for file, row in self.locate(positions)]
+        return np.stack([xs[row] for (xs, _), row in shards]), np.stack([ys[row] for (_, ys), row in shards])
