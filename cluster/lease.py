@@ -27,6 +27,15 @@ def lease_path(where: Path) -> Path:
     return where.parent / f".{where.name}.lease"
 
 
+def holder(path: Path) -> str:
+    """Who the lease at `path` names: `host pid N`."""
+    try:
+        info = json.loads(path.read_text())
+        return f"{info['host']} pid {info['pid']}"
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
 def holder_alive(path: Path) -> bool:
     """Whether the process named in the lease at `path` still holds it."""
     try:
@@ -81,7 +90,9 @@ class Leases:
             except FileExistsError:
                 if holder_alive(path):
                     return False
-                path.unlink(missing_ok=True)  # its holder is gone: take it over
+                self.echo(f"{where.name}: the process that was making it ({holder(path)}) is gone; taking it over "
+                          f"(a training step resumes from its latest checkpoint)")
+                path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)

@@ -1,9 +1,13 @@
-"""cluster.address other than `local` joins that cluster instead of starting one (here: a head on loopback); two
-runs of one config on it at once make each step once."""
+"""cluster.address other than `local` joins that cluster instead of starting one (here: a head on loopback). On it,
+issue 19's reliability of the language-model path: two runs of one config at once make each step once, and a run
+killed with SIGKILL during pretraining, then during meta-training, and run again ends with the results of a run
+that was never interrupted."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,10 +15,20 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
+from metaicl.cli import main
+from metaicl.core.io import read_json
 from metaicl.core.ray_local import LOOPBACK_ENV
-from tests.conftest import TINY
+from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
+LM_TOY = [str(BIN / "metaicl"), "run", str(ROOT / "configs" / "sweeps" / "metaicl_tiny.yaml"),
+          # stages long enough to be killed in: a checkpoint every 10 pretraining and 4 meta-training steps (the
+          # latter between evaluations: the train-loss average in progress resumes too)
+          "train.steps=30", "train.eval_every=30", "train.ckpt_every=10", "eval.lm_icl=false",
+          "metatrain.steps=150", "metatrain.eval_every=50", "metatrain.ckpt_every=4", "eval.methods=[metaicl]"]
 
 
 def free_port() -> int:
@@ -33,36 +47,86 @@ def wait_for_port(port: int, timeout: float = 90) -> None:
     raise TimeoutError(f"no Ray head on 127.0.0.1:{port}")
 
 
-def test_run_joins_a_running_cluster_at_its_address(tmp_path):
+@pytest.fixture(scope="module")
+def head():
+    """A Ray head on loopback that runs join (token auth: the clients get the same token): (address, env)."""
     port = free_port()
-    # A head that others join uses token auth; the client gets the same token.
     env = {**os.environ, **LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    head = subprocess.Popen(
+    proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        # Issue 19's twin: two `metaicl run`s of one config at once, on this cluster, sharing data_root. Each step
-        # is leased (cluster/lease.py): one process builds or trains it, the other waits and reuses it.
-        twins = [subprocess.Popen([str(BIN / "metaicl"), "run", str(TINY), f"cluster.address=127.0.0.1:{port}",
-                                   f"data_root={tmp_path}/data", f"runs_root={tmp_path}/runs"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-        outs = [p.communicate(timeout=400)[0] for p in twins]
-        assert [p.returncode for p in twins] == [0, 0], outs
-        trained = [arm for out in outs for line in out.splitlines() if line.startswith("train: ")
-                   for arm in line.removeprefix("train: ").split(" finished")[0].split(", ")]
-        assert sorted(trained) == ["bursty", "non_bursty"], outs  # each arm trained once, by one of the two
-        for arm in ("bursty", "non_bursty"):  # and its data built once, on the joined cluster
-            assert sum(out.count(f"data [{arm}]: built") for out in outs) == 1, outs
-        assert len(list((tmp_path / "data").glob("*/manifest.json"))) == 2
-        [run_dir] = (tmp_path / "runs").iterdir()
-        assert (run_dir / "results.parquet").exists() and not list((tmp_path / "data").glob(".*.lease"))
+        yield f"127.0.0.1:{port}", env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # the head we started, never `ray stop`
+        os.killpg(proc.pid, signal.SIGTERM)  # the head we started, never `ray stop`
         try:
-            head.wait(timeout=3)  # `ray start --block` takes ~45 s to tear down on SIGTERM
+            proc.wait(timeout=3)  # `ray start --block` takes ~45 s to tear down on SIGTERM
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=20)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+def lm_run(head, root: Path) -> subprocess.Popen:
+    address, env = head
+    return subprocess.Popen([*LM_TOY, f"cluster.address={address}", f"data_root={root}/data", f"runs_root={root}/runs"],
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_file(pattern: str, root: Path, procs: list[subprocess.Popen], timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
+    while not (found := list(root.glob(pattern))):
+        assert any(p.poll() is None for p in procs), f"the runs ended before {pattern} appeared"
+        assert time.time() < deadline, f"no {pattern} in {timeout} s"
+        time.sleep(0.02)
+    return found[0]
+
+
+def kill_holder(step: Path, runs: list[subprocess.Popen]) -> tuple[subprocess.Popen, str]:
+    """SIGKILL the run that holds the step's lease (as `kill -9` or the OOM killer would) and reap it (a zombie
+    still looks alive); the run and its output so far."""
+    holder = json.loads((step.parent / f".{step.name}.lease").read_text())["pid"]
+    [victim] = [p for p in runs if p.pid == holder]
+    victim.kill()
+    return victim, victim.communicate()[0]
+
+
+def test_runs_at_once_and_runs_killed_mid_stage_make_each_step_once_and_end_as_an_uninterrupted_run(
+        head, ray_session, tmp_path):
+    """Issue 19 on the language-model path, on a joined cluster. Two runs of one config start at once (A, B); each
+    step is leased (cluster/lease.py), so one pretrains while the other waits. The one pretraining is killed with
+    SIGKILL after its first checkpoint; the other takes the lease over and resumes pretraining from that checkpoint;
+    a third run (C) starts and waits. The one meta-training is killed after its first meta-training checkpoint; C
+    takes over and resumes it. C's results equal, row for row and bit for bit, those of a run never interrupted
+    (the reference: in this process, on the session's 2-CPU Ray, its own data_root; a stage's threads come from the
+    cluster's CPUs, 2 on both)."""
+    reference, root = tmp_path / "reference", tmp_path / "killed"
+    assert main([*LM_TOY[1:], f"data_root={reference}/data", f"runs_root={reference}/runs"]) == 0
+    for built in (*reference.glob("data/metaicl-synthetic-*"), *reference.glob("data/tasks-*")):
+        shutil.copytree(built, root / "data" / built.name)  # the same data: the runs below reuse it
+    runs = [lm_run(head, root) for _ in range(2)]
+    step = wait_for_file("data/pretrain-*/checkpoints/step_0000010/state.json", root, runs).parents[2]
+    first, first_out = kill_holder(step, runs)
+    assert not (step / "metrics.parquet").exists()  # killed in pretraining, not after it
+    runs = [p for p in runs if p is not first] + [lm_run(head, root)]
+    meta = wait_for_file("data/metatrain-*/checkpoints/step_0000004/state.json", root, runs).parents[2]
+    second, second_out = kill_holder(meta, runs)
+    assert second is runs[0] and not (meta / "metrics.parquet").exists()
+    out, err = runs[1].communicate(timeout=300)
+    assert runs[1].returncode == 0, (out, err)
+    # each took the killed run's lease over and resumed from its checkpoint, not from step 0
+    assert f"another process is making {step}" in second_out and "pretrain: pretrain finished" in second_out
+    for name, said in ((step.name, second_out), (meta.name, out)):
+        assert f"{name}: the process that was making it" in said and "is gone; taking it over" in said
+    assert "metatrain: metaicl finished" in out
+    assert read_json(step / "progress.json")["resumed_from"] == 10
+    assert read_json(meta / "progress.json")["resumed_from"] == 4
+    assert f"ray: {head[0]} ready" in out  # it joined the head
+    assert not [line for o in (first_out, second_out, out) for line in o.splitlines() if ": built " in line]
+    [a], [b] = ((where / "runs").iterdir() for where in (reference, root))
+    pd.testing.assert_frame_equal(*(pd.read_parquet(d / "results.parquet") for d in (a, b)))  # every bit
+    for stage in ("data/pretrain-*", "data/metatrain-*"):
+        pd.testing.assert_frame_equal(*(pd.read_parquet(next(where.glob(stage)) / "metrics.parquet")
+                                        for where in (reference, root)))
+    assert not list(root.glob("data/.*.lease"))

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from metaicl.core.errors import ConfigError
+from metaicl.core.io import read_json
 from metaicl.data.fewshot import GlobalBatches
 from metaicl.eval.icl import EvalConfig
 from metaicl.models.config import ModelConfig
@@ -61,15 +62,24 @@ def test_arm_writes_metrics_model_and_checkpoints(manifest, tmp_path):
     assert "item_in.weight" in load_file(tmp_path / "arm" / "model" / "model.safetensors")
 
 
-def test_resume_continues_from_the_latest_checkpoint(manifest, tmp_path):
+@pytest.mark.parametrize("ckpt_every", [10, 5])
+def test_resume_continues_from_the_latest_checkpoint(manifest, tmp_path, ckpt_every):
+    """Killed between two checkpoints, the run resumes at the latest one and ends as an uninterrupted run ends:
+    the same weights and the same history, also when that checkpoint fell between two evaluations (the train-loss
+    row being averaged resumes with it)."""
     torch.set_num_threads(1)
-    run_arm(spec(manifest, tmp_path / "straight"))
+    straight = run_arm(spec(manifest, tmp_path / "straight", ckpt_every=ckpt_every))
     out = tmp_path / "crashed"
-    run_arm(spec(manifest, out))
+    run_arm(spec(manifest, out, ckpt_every=ckpt_every))
     (out / "metrics.parquet").unlink()
-    shutil.rmtree(out / "checkpoints" / "step_0000020")  # as if killed between step 10 and 20
-    history = run_arm(spec(manifest, out))
+    killed_after = 10 if ckpt_every == 10 else 15
+    for later in (out / "checkpoints").iterdir():  # as if killed right after the checkpoint at killed_after
+        if int(later.name.split("_")[1]) > killed_after:
+            shutil.rmtree(later)
+    history = run_arm(spec(manifest, out, ckpt_every=ckpt_every))
+    assert read_json(out / "progress.json")["resumed_from"] == killed_after
     assert [r["step"] for r in history if r["eval"] == "train"] == [10, 20]
+    assert history == straight
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     b = load_file(out / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

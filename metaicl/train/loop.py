@@ -67,19 +67,23 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
     """Train for cfg.steps; returns the history rows {step, eval, metric, value}.
     `batches.get(step)` gives this rank's share of global batch `step` (a tuple of tensors); `evaluate()` measures the unwrapped model;
     `report(metrics)` is called on every rank at each evaluation (Ray Train's hook); `progress(state)` on the
-    chief for live display; `data_state` is stored in checkpoints and must match on resume."""
+    chief for live display (its `resumed_from`: the step this process started at); `data_state` is stored in
+    checkpoints and must match on resume."""
     device = torch.device(device)
     data_state = data_state or {}
     raw = getattr(model, "module", model)  # DDP wraps the model; checkpoints hold the plain module
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    history, step = [], 0
+    history, step, window = [], 0, []
     latest, state = checkpointer.restore_latest(raw, optimizer, scheduler)
     if latest is not None:
         if state.get("data_state") != data_state:
             raise RuntimeError(f"checkpoint {latest} was made on other data ({state.get('data_state')}) than "
                                f"this run ({data_state}); remove it or change out_dir")
-        step, history = state["step"], state["history"]
+        # the losses since the last evaluation too: a checkpoint between two evaluations resumes the train-loss
+        # row it was averaging, so a resumed run's history equals an uninterrupted one's
+        step, history, window = state["step"], state["history"], state.get("window", [])
+    resumed_from = step
 
     def measure() -> dict:
         metrics = evaluate() if is_chief else {}
@@ -89,7 +93,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
         return metrics
 
     last_eval = measure() if step == 0 else {}
-    window, recent, done_here, started = [], deque(maxlen=cfg.log_every), 0, time.perf_counter()
+    recent, done_here, started = deque(maxlen=cfg.log_every), 0, time.perf_counter()
     model.train()
     while step < cfg.steps:
         batch = tuple(t.to(device, non_blocking=True) for t in batches.get(step))
@@ -107,9 +111,10 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
             window = []
             last_eval = measure()
         if is_chief and (step % cfg.log_every == 0 or step == cfg.steps):
-            progress({"step": step, "steps": cfg.steps, "loss": sum(recent) / len(recent),
-                      "steps_per_s": done_here / (time.perf_counter() - started), "threads": torch.get_num_threads(),
+            progress({"step": step, "steps": cfg.steps, "resumed_from": resumed_from,
+                      "loss": sum(recent) / len(recent), "steps_per_s": done_here / (time.perf_counter() - started), "threads": torch.get_num_threads(),
                       "accuracy": {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}})
         if is_chief and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            checkpointer.save(step, raw, optimizer, scheduler, {"history": history, "data_state": data_state})
+            checkpointer.save(step, raw, optimizer, scheduler,
+                              {"history": history, "window": window, "data_state": data_state})
     return history
