@@ -120,7 +120,7 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable
     todo = [s for s in trains(plan(cfg, stages)) if not s.done]  # resources: checked before data is built
     if todo or (lm and "eval" in stages):
         ray_once()
-        check_cluster(cfg, todo, evaluates=lm and "eval" in stages)
+        check_cluster(cfg, todo, evaluates=lm and "eval" in stages, echo=echo)
     steps = execute(lambda: plan(cfg, stages), lambda s: build_data and s.stage in INPUTS, echo, ray_once,
                     progress=progress)
     missing = [str(s.where) for s in steps if s.stage in INPUTS and not s.done]
@@ -157,20 +157,64 @@ def run(cfg: ExperimentConfig, resolved_yaml: str, stages=STAGES, echo: Callable
     return out
 
 
-def check_cluster(cfg: ExperimentConfig, todo: list[Step], evaluates: bool) -> None:
+def check_cluster(cfg: ExperimentConfig, todo: list[Step], evaluates: bool, echo: Callable[[str], None] = print,
+                  poll_s: float = 5.0) -> None:
     """Training steps and evaluation tasks that ask for more than the Ray cluster has are one ConfigError, not a
-    request that waits forever. Ray must be started."""
+    request that waits forever; with `cluster.resource_wait_s`, after asking the autoscaler for them and waiting
+    that long (said). Ray must be started."""
     import ray
 
+    wait = cfg.cluster.resource_wait_s
+    deadline, asked = time.monotonic() + wait, False
+    while True:
+        try:
+            return check_fits(cfg, todo, evaluates, ray.cluster_resources())
+        except ConfigError as err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if wait:
+                    raise ConfigError(err.key, f"{err.message}, after waiting {wait:g} s (cluster.resource_wait_s)")
+                raise
+            if not asked:
+                import atexit
+
+                from ray.autoscaler import sdk
+
+                sdk.request_resources(bundles=demand(cfg, todo, evaluates))
+                atexit.register(withdraw_request)  # Ray keeps a request until the next one
+                echo(f"ray: waiting up to {wait:g} s (cluster.resource_wait_s) for the cluster to grow: {err.message}")
+                asked = True
+            time.sleep(min(poll_s, left))
+
+
+def withdraw_request() -> None:
+    """At exit: no more standing request to the autoscaler (the run's own tasks held what it needed)."""
+    try:
+        from ray.autoscaler import sdk
+
+        sdk.request_resources(bundles=[])
+    except Exception:  # Ray already disconnected: the request stays until the next one
+        pass
+
+
+def check_fits(cfg: ExperimentConfig, todo: list[Step], evaluates: bool, have: dict) -> None:
     from metaicl.train.ray_train import check_resources
 
-    have = ray.cluster_resources()
     check_resources([s.spec for s in todo if s.stage == "pretrain"], have, "train")
     check_resources([s.spec for s in todo if s.stage == "metatrain"], have, "metatrain")
     e = cfg.eval
     if evaluates and e.use_gpu and e.gpus_per_worker > have.get("GPU", 0):
         raise ConfigError("eval.use_gpu", f"evaluation asks for {e.gpus_per_worker:g} GPU per model but the Ray "
                                           f"cluster has {have.get('GPU', 0):g}: set eval.use_gpu=false")
+
+
+def demand(cfg: ExperimentConfig, todo: list[Step], evaluates: bool) -> list[dict]:
+    """The resource bundles the steps' workers and evaluation ask for (what an autoscaler should make room for)."""
+    bundles = [{"CPU": t.cpus_per_worker or 1, **({"GPU": t.gpus_per_worker} if t.use_gpu else {})}
+               for t in (s.spec.train for s in todo) for _ in range(t.num_workers)]
+    if evaluates and cfg.eval.use_gpu:
+        bundles.append({"CPU": 1, "GPU": cfg.eval.gpus_per_worker})
+    return bundles
 
 
 def copy_cards(cfg: ExperimentConfig, out: Path) -> None:

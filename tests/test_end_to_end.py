@@ -104,3 +104,38 @@ def test_a_lease_whose_holder_is_gone_is_taken_over_and_a_live_one_is_not(tmp_pa
             assert not leases.try_claim(step)  # a live holder keeps it
     finally:
         alive.kill()
+
+
+def test_with_resource_wait_a_run_asks_the_autoscaler_says_it_waits_and_goes_on_when_the_gpus_come(
+        ray_session, tmp_path, monkeypatch):
+    """cluster.resource_wait_s (issue 19): on an autoscaling cluster the wait for GPUs is explicit, logged and
+    bounded. Here the cluster 'grows' a GPU on its third look (ray.cluster_resources planted); without it the same
+    run is refused after the wait, nothing written."""
+    import ray
+    import ray.autoscaler.sdk
+
+    from cluster.pipeline import check_cluster, plan
+    from metaicl.core.errors import ConfigError
+
+    cfg, _ = load_config(ExperimentConfig, TINY, [f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data",
+                                                  "train.use_gpu=true", "cluster.resource_wait_s=2"])
+    todo = [s for s in plan(cfg) if s.spec is not None]
+    looks, asked, said = [], [], []
+    real = ray.cluster_resources
+
+    def growing() -> dict:
+        looks.append(1)
+        return {**real(), **({"GPU": 1.0} if len(looks) >= 3 else {})}
+
+    monkeypatch.setattr(ray, "cluster_resources", growing)
+    monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", lambda bundles: asked.append(bundles))
+    check_cluster(cfg, todo, evaluates=False, echo=said.append, poll_s=0.01)
+    assert len(looks) == 3 and asked == [[{"CPU": 1, "GPU": 1.0}] * 2]  # both arms' one worker each
+    assert len(said) == 1 and "waiting up to 2 s (cluster.resource_wait_s)" in said[0] and "needs 1 GPU" in said[0]
+
+    monkeypatch.setattr(ray, "cluster_resources", real)
+    cfg, resolved = load_config(ExperimentConfig, TINY, [f"runs_root={tmp_path}/runs", f"data_root={tmp_path}/data",
+                                                         "train.use_gpu=true", "cluster.resource_wait_s=0.5"])
+    with pytest.raises(ConfigError, match=r"needs 1 GPU .* after waiting 0.5 s \(cluster.resource_wait_s\)"):
+        run(cfg, to_yaml(resolved), echo=lambda _: None, progress=False)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()

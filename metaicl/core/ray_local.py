@@ -61,11 +61,15 @@ class ClusterConfig:
     """GPUs of the local Ray (default: whatever Ray detects)."""
     include_dashboard: bool = False
     """Start the dashboard (needed only for the Ray Jobs API)."""
+    resource_wait_s: float = 0.0
+    """How long a run waits for the cluster to have the GPUs / CPUs its stages ask for before it is refused (an
+    autoscaling cluster starting nodes: it is asked for them with `ray.autoscaler.sdk.request_resources`, and the
+    wait is said). 0: refused at once, with one config error: a request Ray can never meet would wait forever."""
 
     def validate(self, prefix: str = "cluster") -> None:
         if not self.address:
             raise ConfigError(f"{prefix}.address", "must be 'local' or a Ray address")
-        for key, minimum in (("num_cpus", 1), ("num_gpus", 0)):
+        for key, minimum in (("num_cpus", 1), ("num_gpus", 0), ("resource_wait_s", 0)):
             if getattr(self, key) is not None:
                 check_at_least(self, prefix, (key,), minimum)
 
