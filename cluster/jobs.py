@@ -203,6 +203,9 @@ def _client(address: Optional[str], token: str | None):
     """A JobSubmissionClient for `address` (it checks the connection and Ray version on creation)."""
     from ray.job_submission import JobSubmissionClient
 
+    if not address and not any(os.environ.get(key) for key in _ADDRESS_ENV):
+        # Ray would look for a local cluster and wait ~40 s for it before failing with its own message
+        raise ConfigError("--address", "which cluster? pass --address http://<head>:8265 or set RAY_ADDRESS")
     token = token if token is not None else os.environ.get("RAY_AUTH_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else None
     with _errors(address), _explicit(address):

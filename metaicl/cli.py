@@ -275,18 +275,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def remote_failure(err: BaseException) -> str | None:
-    """One line for an error raised inside a Ray task or actor (a full disk, a library's error): its type and
-    message, and a file that keeps Ray's full traceback; None for an error raised in this process."""
+    """One line for an error raised inside a Ray task or actor (a full disk, a library's error), or by Ray itself
+    (a cluster that does not answer): its type and message, and a file that keeps the full traceback; None for an
+    error raised by this project's code in this process."""
     import tempfile
+    import traceback
 
     cause = getattr(err, "cause", None)
-    if type(err).__module__.split(".")[0] != "ray" and "RayTaskError" not in type(err).__name__:
+    remote = "RayTaskError" in type(err).__name__ or "RayActorError" in type(err).__name__
+    if type(err).__module__.split(".")[0] != "ray" and not remote:
         return None
     with tempfile.NamedTemporaryFile("w", prefix="metaicl-error-", suffix=".log", delete=False) as log:
-        log.write(str(err))
+        log.write(str(err) if remote else "".join(traceback.format_exception(err)))
     what = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}" if cause else (
         str(err).splitlines()[0] if str(err) else type(err).__name__)
-    return f"{what} (inside a Ray task; its traceback: {log.name})"
+    return f"{what} ({'inside a Ray task' if remote else 'from Ray'}; its traceback: {log.name})"
 
 
 def message(err: BaseException) -> str:

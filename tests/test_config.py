@@ -90,6 +90,39 @@ def test_missing_file_and_invalid_yaml(tmp_path, capsys):
     assert code == 2 and "invalid YAML" in err[0]
 
 
+FILE_MISTAKES = [  # (what the user typed, files made first, what the one line must name)
+    (["run", "configs"], {"configs/a.yaml": b"name: a\n"}, "configs is a directory, not a config file"),
+    (["run", "latin1.yaml"], {"latin1.yaml": b"name: caf\xe9\n"}, "not UTF-8 text (byte 0xe9) (latin1.yaml:1)"),
+    (["run", "list.yaml"], {"list.yaml": b"- a\n- b\n"}, "top level must be a mapping (list.yaml)"),
+    (["run", "tabs.yaml"], {"tabs.yaml": b"name: x\ndata:\n\tnum_classes: 4\n"}, "invalid YAML (tabs.yaml:3)"),
+    (["data", "stats", "notes.txt"], {"notes.txt": b"mine"}, "notes.txt is not a complete data directory"),
+    (["data", "show", "empty"], {"empty/.keep": b""}, "empty is not a complete data directory"),
+    (["aggregate", "nowhere"], {}, "RUNS_DIR: nowhere is not a directory"),
+    (["report", "empty"], {"empty/.keep": b""}, "no finished runs"),
+    (["jobs", "status", "metaicl-x"], {}, "--address: which cluster?"),
+    (["submit", "q.yaml"], {"q.yaml": QUICKSTART.read_bytes()}, "--address: which cluster?"),
+]
+
+
+@pytest.mark.parametrize("argv, files, named", FILE_MISTAKES, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_a_file_or_directory_mistake_is_one_line_naming_it_and_changes_nothing(tmp_path, capsys, monkeypatch, argv,
+                                                                                files, named):
+    """Issue 19's bad-input corpus, the command line's file inputs: a directory where a config file is expected
+    (and the reverse), text that is not UTF-8 or not YAML, a job command without a cluster (Ray would look for a
+    local one for ~40 s): exit 2, one line `metaicl: config error: ...` naming the culprit, nothing written."""
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metaicl: config error: ") and named in err[0], err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_console_script_reports_unknown_key_and_creates_nothing(tmp_path):
     exe = Path(sys.executable).with_name("metaicl")
     proc = subprocess.run([str(exe), "run", str(QUICKSTART), "data.bogus=1", f"runs_root={tmp_path}/r",

@@ -84,10 +84,17 @@ def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[st
     cfg = OmegaConf.structured(schema)
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError("<file>", f"{path} is a directory, not a config file (e.g. configs/quickstart.yaml)")
         if not path.is_file():
             raise ConfigError("<file>", f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as err:
+            raise ConfigError("<file>", f"cannot read {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            line = path.read_bytes()[:err.start].count(b"\n") + 1
+            raise ConfigError("<file>", f"not UTF-8 text (byte {err.object[err.start]:#04x})", f"{path}:{line}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             raise ConfigError("<file>", "invalid YAML", f"{path}:{mark.line + 1}" if mark else str(path)) from None
