@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 
+import pretrain_data.build
+
 from pretrain_data.build import build, data_dir, plan, target_dir
 from pretrain_data.manifest import Manifest
 from pretrain_data.reader import FewShotReader
@@ -79,14 +81,17 @@ def test_missing_shard_is_rebuilt_alone_with_the_same_hash(ray_session, tiny_dat
         assert ((again.root / s.file).stat().st_mtime_ns == mtime) == (s.file != "train-00002.parquet")
 
 
-def test_complete_build_is_reused_without_ray_tasks(tiny_data, tmp_path, ray_session):
+def test_complete_build_is_reused_without_ray_tasks(tiny_data, tmp_path, ray_session, monkeypatch):
     first = build(tiny_data, tmp_path, progress=False)
-    ray_session.shutdown()  # a finished data directory needs no Ray at all
-    try:
-        assert build(tiny_data, tmp_path, progress=False).to_dict() == first.to_dict()
-    finally:
-        from metaicl.core.ray_local import ClusterConfig, init_ray
-        init_ray(ClusterConfig(num_cpus=2))
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a finished data directory needs no Ray and writes no shard")
+
+    # (not by shutting the session's Ray down: starting it again cost ~6 s and every warm worker of later tests)
+    for module, name in ((ray_session, "remote"), (ray_session, "get"), (ray_session, "cluster_resources"),
+                         (pretrain_data.build, "run_tasks"), (pretrain_data.build, "write_shard")):
+        monkeypatch.setattr(module, name, no_ray)
+    assert build(tiny_data, tmp_path, progress=False).to_dict() == first.to_dict()
 
 
 def test_reader_materialises_the_same_items_every_time(ray_session, tiny_data, tmp_path):
