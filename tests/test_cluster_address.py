@@ -1,4 +1,4 @@
-"""cluster.address other than `local` joins that cluster instead of starting one (here: a head on loopback). On it,
+"""cluster.address other than `local` joins that cluster instead of starting one (here: the session's Ray). On it,
 issue 19's reliability of the language-model path: two runs of one config at once make each step once, and a run
 killed with SIGKILL during pretraining, then during meta-training, and run again ends with the results of a run
 that was never interrupted."""
@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,41 +28,12 @@ LM_TOY = [str(BIN / "metaicl"), "run", str(ROOT / "configs" / "sweeps" / "metaic
           "metatrain.steps=150", "metatrain.eval_every=50", "metatrain.ckpt_every=4", "eval.methods=[metaicl]"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"no Ray head on 127.0.0.1:{port}")
-
-
-@pytest.fixture(scope="module")
-def head():
-    """A Ray head on loopback that runs join (token auth: the clients get the same token): (address, env)."""
-    port = free_port()
-    env = {**os.environ, **LOOPBACK_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"127.0.0.1:{port}", env
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the head we started, never `ray stop`
-        try:
-            proc.wait(timeout=3)  # `ray start --block` takes ~45 s to tear down on SIGTERM
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+@pytest.fixture
+def head(ray_session):
+    """The cluster the runs join: the session's own Ray (started in this process by `ray.init`), by its GCS
+    address, as a second driver on a cluster's node joins it: (address, environment). Its 2 CPUs are what the
+    reference run below had too."""
+    return ray_session.get_runtime_context().gcs_address, {**os.environ, **LOOPBACK_ENV}
 
 
 def lm_run(head, root: Path) -> subprocess.Popen:
@@ -92,15 +60,13 @@ def kill_holder(step: Path, runs: list[subprocess.Popen]) -> tuple[subprocess.Po
     return victim, victim.communicate()[0]
 
 
-def test_runs_at_once_and_runs_killed_mid_stage_make_each_step_once_and_end_as_an_uninterrupted_run(
-        head, ray_session, tmp_path):
+def test_runs_at_once_and_runs_killed_mid_stage_make_each_step_once_and_end_as_an_uninterrupted_run(head, tmp_path):
     """Issue 19 on the language-model path, on a joined cluster. Two runs of one config start at once (A, B); each
     step is leased (cluster/lease.py), so one pretrains while the other waits. The one pretraining is killed with
     SIGKILL after its first checkpoint; the other takes the lease over and resumes pretraining from that checkpoint;
     a third run (C) starts and waits. The one meta-training is killed after its first meta-training checkpoint; C
     takes over and resumes it. C's results equal, row for row and bit for bit, those of a run never interrupted
-    (the reference: in this process, on the session's 2-CPU Ray, its own data_root; a stage's threads come from the
-    cluster's CPUs, 2 on both)."""
+    (the reference: in this process, on the same cluster, its own data_root)."""
     reference, root = tmp_path / "reference", tmp_path / "killed"
     assert main([*LM_TOY[1:], f"data_root={reference}/data", f"runs_root={reference}/runs"]) == 0
     for built in (*reference.glob("data/metaicl-synthetic-*"), *reference.glob("data/tasks-*")):
