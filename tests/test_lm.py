@@ -53,6 +53,37 @@ def test_the_lm_loss_counts_only_masked_targets():
     assert not torch.allclose(full, lm_loss(model, (ids, mask)))
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_scoring_only_the_targets_gives_the_full_logits_loss_and_gradients(arch):
+    """Issue 18: with some positions scored (episodes), the loss projects only their hidden states onto the
+    vocabulary; loss and every gradient equal those of the full logits masked afterwards (the old way), for both
+    architectures (their final norm is inside the hidden states the loss reads)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_lm(LMConfig(arch=arch, context_length=32), vocab_size=50)
+    ids = torch.randint(1, 50, (3, 24))
+    mask = torch.zeros_like(ids)
+    mask[0, 20:22], mask[1, 5], mask[2, 10:24] = 1, 1, 1  # queries of different lengths, as padded episodes are
+
+    def full_logits_loss():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.reshape(-1, 50), ids[:, 1:].reshape(-1), reduction="none")
+        w = mask[:, 1:].reshape(-1).float()
+        return (nll * w).sum() / w.sum()
+
+    grads = []
+    for loss_fn in (full_logits_loss, lambda: lm_loss(model, (ids, mask))):
+        model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = grads
+    assert abs(a - b) < 1e-6
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
 @pytest.fixture(scope="module")
 def mixture(ray_session, tmp_path_factory):
     from pretrain_data.build import build
