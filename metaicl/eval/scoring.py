@@ -98,20 +98,24 @@ def _score_rows(model, kv, last: torch.Tensor, p: int, chunk, sums, device) -> N
     mask = torch.cat([row_mask.new_ones(b, p), row_mask], dim=1)
     positions = (p + torch.arange(width, device=device)).expand(b, width)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **{_cache_kwarg(model): _expanded_cache(kv, b)})
-    # A row's token t is predicted by the row's logits at t - 1, or, for t = 0 (an empty condition), by the
-    # prefix's last logits: they sit in front of the flattened row logits as flat row 0.
-    flat = torch.cat([last[None], out.logits.reshape(-1, out.logits.shape[-1])])
+                output_hidden_states=True, logits_to_keep=1, **{_cache_kwarg(model): _expanded_cache(kv, b)})
+    # A row's token t is predicted by the row's state at t - 1, or, for t = 0 (an empty condition), by the
+    # prefix's last state: it sits in front of the flattened row states as flat row 0. Only the rows that predict
+    # an option's token are projected onto the vocabulary (issue 18: not every row's every position).
+    hidden = out.hidden_states[-1]
+    flat = torch.cat([last[None], hidden.reshape(-1, hidden.shape[-1])])
     where = [1 + k * width + t - 1 if t else 0 for k, (_, _, seq, n) in enumerate(chunk)
              for t in range(len(seq) - n, len(seq))]
-    _accumulate(flat, where, chunk, sums, device)
+    _accumulate(flat, where, chunk, sums, device, head=model.get_output_embeddings())
 
 
-def _accumulate(flat: torch.Tensor, where: list[int], chunk, sums, device) -> None:
-    """Log-softmax (in float32, whatever the model's dtype) of the logits rows in `where`, gathered at the target
-    tokens in the same order, summed per row into sums[request][row] = [sum log p, n tokens]."""
+def _accumulate(flat: torch.Tensor, where: list[int], chunk, sums, device, head=None) -> None:
+    """Log-softmax (in float32, whatever the model's dtype) of the logits rows in `where` (or of the output layer
+    `head` at those rows, when `flat` holds final hidden states), gathered at the target tokens in the same order,
+    summed per row into sums[request][row] = [sum log p, n tokens]."""
     targets = torch.tensor([tok for _, _, seq, n in chunk for tok in seq[len(seq) - n:]], device=device)
-    picked = flat[torch.tensor(where, device=device)].float().log_softmax(-1)
+    picked = flat[torch.tensor(where, device=device)]
+    picked = (picked if head is None else head(picked)).float().log_softmax(-1)
     logp = picked.gather(1, targets[:, None])[:, 0].double().cpu().numpy()
     start = 0
     for i, j, _, n in chunk:
@@ -123,12 +127,14 @@ def _accumulate(flat: torch.Tensor, where: list[int], chunk, sums, device) -> No
 
 
 def _encode_prefix(model, prefix: Sequence[int], device) -> tuple[list, torch.Tensor]:
-    """The prefix's per-layer (keys, values), each (1, heads, p, head_dim), and its last position's logits."""
+    """The prefix's per-layer (keys, values), each (1, heads, p, head_dim), and its last position's final hidden
+    state (no logits over the prefix: nothing reads them)."""
     ids = torch.tensor([list(prefix)], device=device)
-    out = model(input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None], use_cache=True)
+    out = model(input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None], use_cache=True,
+                output_hidden_states=True, logits_to_keep=1)
     cache = getattr(out, "cache", None)
     cache = out.past_key_values if cache is None else cache
-    return _kv_pairs(cache), out.logits[0, -1]
+    return _kv_pairs(cache), out.hidden_states[-1][0, -1]
 
 
 def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
