@@ -84,6 +84,24 @@ def test_scoring_only_the_targets_gives_the_full_logits_loss_and_gradients(arch)
         torch.testing.assert_close(ga[name], gb[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_the_attention_kernel_is_a_speed_choice_not_a_result(arch):
+    """Issue 18: lm.attn_implementation reaches the model and changes its outputs only by float rounding; an
+    unknown kernel is one config error naming the key."""
+    torch.manual_seed(0)
+    ids = torch.randint(1, 50, (2, 20))
+    logits = {}
+    for kernel in ("eager", "sdpa"):
+        torch.manual_seed(1)
+        model = build_lm(LMConfig(arch=arch, context_length=32, attn_implementation=kernel), vocab_size=50).eval()
+        assert model.config._attn_implementation == kernel
+        with torch.no_grad():
+            logits[kernel] = model(input_ids=ids).logits
+    torch.testing.assert_close(logits["eager"], logits["sdpa"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="lm.attn_implementation: unknown kernel 'fast'"):
+        LMConfig(attn_implementation="fast").validate()
+
+
 @pytest.fixture(scope="module")
 def mixture(ray_session, tmp_path_factory):
     from pretrain_data.build import build

@@ -18,6 +18,7 @@ from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.io import atomic_dir
 
 ARCHS = ("gpt2", "llama")
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, d_model=64),          # CPU tests and the synthetic pipeline
     "small": dict(n_layer=4, n_head=4, d_model=256),        # a laptop's overnight run
@@ -53,6 +54,11 @@ class LMConfig:
     Synthetic tasks use the mixture's own ids (`ids:<vocab>`), set by the pipeline."""
     trust_remote_code: bool = False
     """Let `from_pretrained` run code shipped with the model. Off: weights only."""
+    attn_implementation: Optional[str] = None
+    """Attention kernel (`transformers`' attn_implementation): sdpa (PyTorch's fused scaled-dot-product attention,
+    which picks FlashAttention / memory-efficient kernels on a GPU), eager, flash_attention_2 (needs the
+    flash-attn package), flex_attention. Default: transformers' choice, sdpa for GPT-2 and Llama. A measurement
+    that reads attention patterns switches to eager for its duration."""
 
     def validate(self, prefix: str = "lm") -> None:
         if self.arch not in ARCHS:
@@ -68,6 +74,9 @@ class LMConfig:
             raise ConfigError(f"{prefix}.n_head", f"must divide d_model={size['d_model']}, got {size['n_head']}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.attn_implementation not in (None, *ATTENTION):
+            raise ConfigError(f"{prefix}.attn_implementation", f"unknown kernel {self.attn_implementation!r} "
+                                                               f"(known: {', '.join(ATTENTION)})")
 
     def size(self) -> dict:
         """Depth, heads and width: the preset's, with any explicit override."""
@@ -95,12 +104,13 @@ def build_lm(cfg: LMConfig, vocab_size: int | None = None, init: str | Path | No
     from transformers import AutoModelForCausalLM
 
     source = init or cfg.name_or_path
+    kernel = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if source is not None:
-        return load_lm(source, cfg.trust_remote_code)
+        return load_lm(source, cfg.trust_remote_code, **kernel)
     if not vocab_size:
         raise ConfigError("lm.name_or_path", "a fresh model needs a vocabulary: give `pretrain:` data or a tokenizer, "
                                              "or start from a saved model")
-    return AutoModelForCausalLM.from_config(lm_config(cfg, vocab_size))
+    return AutoModelForCausalLM.from_config(lm_config(cfg, vocab_size), **kernel)
 
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -130,12 +140,12 @@ def check_source(source: str, key: str = "lm.name_or_path") -> None:
                                    f"(offline: HF_HUB_OFFLINE=1)")
 
 
-def load_lm(path: str | Path, trust_remote_code: bool = False):
+def load_lm(path: str | Path, trust_remote_code: bool = False, **kwargs):
     from transformers import AutoModelForCausalLM
 
     if Path(path).exists() and not (Path(path) / "config.json").exists():
         raise ConfigError("lm.name_or_path", f"{path} is not a Hugging Face model directory (no config.json)")
-    return AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
 
 
 def save_lm(model, path: str | Path) -> Path:
