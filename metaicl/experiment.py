@@ -43,7 +43,7 @@ ARM_GROUPS = ("data", "pretrain", "model", "train", "eval")
 GROUPS = ("data", "pretrain", "model", "lm", "tasks", "episodes", "train", "metatrain", "finetune", "eval", "cluster",
           "sweep")
 RESOURCE_KEYS = ("num_workers", "grad_accum", "cpus_per_worker", "use_gpu", "gpus_per_worker", "log_every",
-                 "ckpt_every", "max_failures")
+                 "ckpt_every", "max_failures", "compile")
 NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep", "eval.batch_size", "eval.fast",
                 "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker", "lm.attn_implementation",
                 *(f"{group}.{key}" for group in ("train", "metatrain") for key in RESOURCE_KEYS))

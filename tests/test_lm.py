@@ -118,16 +118,33 @@ def pretrain_stage(mixture, out, **train):
                    stream=str(mixture.root / "manifest.json"), vocab_size=mixture.vocab_size)
 
 
-def test_resume_continues_the_step_count_and_the_loss_curve(mixture, tmp_path):
-    reference = pd.DataFrame(pretrain_stage(mixture, tmp_path / "a").run())
-    stage = pretrain_stage(mixture, tmp_path / "b")
-    stage.run()
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_0000008")  # as if stopped after the step-4 checkpoint
-    (tmp_path / "b" / "metrics.parquet").unlink()
-    resumed = pd.DataFrame(stage.run())
+def test_resume_continues_the_step_count_and_the_loss_curve_also_compiled(mixture, tmp_path, monkeypatch):
+    """A stage stopped after a checkpoint resumes to the uninterrupted stage's history and weights, no step twice;
+    here with issue 18's train.compile on: the loop trains the torch.compile'd model, while checkpoints and the
+    saved model hold the plain module (no `_orig_mod.` keys), so a resumed compiled stage ends as a plain one.
+    (Plain resumption end to end: tests/test_cluster_address.py.)
+    Traced with dynamo's "eager" backend (the compiled path without Inductor's code generation, which takes
+    minutes on a CPU); on CPU the config refuses compile=true, so the loop is called directly."""
+    from safetensors.torch import load_file
+
+    import metaicl.train.loop
+
+    monkeypatch.setattr(metaicl.train.loop, "COMPILE_BACKEND", "eager")
+    torch.manual_seed(0)
+    plain = pd.DataFrame(pretrain_stage(mixture, tmp_path / "plain").run())
+    compiled = pretrain_stage(mixture, tmp_path / "compiled", compile=True)
+    compiled.run()
+    shutil.rmtree(tmp_path / "compiled" / "checkpoints" / "step_0000008")  # as if stopped after step 4
+    (tmp_path / "compiled" / "metrics.parquet").unlink()
+    resumed = pd.DataFrame(compiled.run())
     assert resumed.step.max() == 8 and resumed.groupby(["step", "eval", "metric"]).size().max() == 1  # none twice
-    pd.testing.assert_frame_equal(resumed, reference)
-    assert (tmp_path / "b" / "model" / "config.json").exists()
+    pd.testing.assert_frame_equal(resumed, plain)
+    a, b = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("plain", "compiled"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not [k for k in load_file(tmp_path / "compiled" / "checkpoints" / "step_0000004" / "model.safetensors")
+                if "_orig_mod" in k]
+    with pytest.raises(ConfigError, match="train.compile: torch.compile is for GPU stages"):
+        TrainConfig(compile=True).validate()
 
 
 def test_gradient_accumulation_gives_the_same_gradient_and_loss(mixture):

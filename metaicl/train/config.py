@@ -72,6 +72,10 @@ class TrainConfig:
     onto one GPU."""
     precision: str = "auto"
     """`auto` = bf16 autocast on GPU, fp32 on CPU; or force `fp32` / `bf16`."""
+    compile: Optional[bool] = None
+    """torch.compile the model for training (TorchInductor kernels; its optimizer step stays eager). None (the
+    default): on GPUs only. true without use_gpu is refused: on CPU, at these sizes, compiling costs more than it
+    saves (measured 2026-12-01, issue 17's probes). Not part of the run hash."""
     max_failures: int = 2
     """Worker failures Ray Train retries; each retry resumes from the latest checkpoint."""
     curriculum: Optional[CurriculumConfig] = None
@@ -94,5 +98,8 @@ class TrainConfig:
             raise ConfigError(f"{prefix}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker}")
         if self.curriculum is not None:
             self.curriculum.validate(f"{prefix}.curriculum")
+        if self.compile and not self.use_gpu:
+            raise ConfigError(f"{prefix}.compile", "torch.compile is for GPU stages here (set use_gpu=true): on CPU "
+                                                   "it compiles for longer than it saves at these model sizes")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{prefix}.precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

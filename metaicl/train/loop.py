@@ -23,6 +23,10 @@ from metaicl.train.checkpoint import Checkpointer
 from metaicl.train.config import TrainConfig
 
 
+COMPILE_BACKEND = "inductor"
+"""torch.compile's backend for `train.compile` (tests trace with "eager": the compiled path without code generation)."""
+
+
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     """Linear warm-up to the peak, then cosine decay to min_lr_ratio x peak at the last step."""
     def factor(step: int) -> float:
@@ -78,6 +82,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   **({"fused": True} if cuda else {}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    if cfg.compile or (cfg.compile is None and cuda):
+        model = torch.compile(model, backend=COMPILE_BACKEND)  # checkpoints and evaluation keep the plain `raw`
     history, step, window = [], 0, []
     latest, state = checkpointer.restore_latest(raw, optimizer, scheduler)
     if latest is not None:
