@@ -130,13 +130,17 @@ def test_resume_continues_the_step_count_and_the_loss_curve_also_compiled(mixtur
     import metaicl.train.loop
 
     monkeypatch.setattr(metaicl.train.loop, "COMPILE_BACKEND", "eager")
+    compiles, real = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiles.append(kw) or real(model, **kw))
     torch.manual_seed(0)
     plain = pd.DataFrame(pretrain_stage(mixture, tmp_path / "plain").run())
+    assert compiles == []  # on a CPU, compile unset: the plain model
     compiled = pretrain_stage(mixture, tmp_path / "compiled", compile=True)
     compiled.run()
     shutil.rmtree(tmp_path / "compiled" / "checkpoints" / "step_0000008")  # as if stopped after step 4
     (tmp_path / "compiled" / "metrics.parquet").unlink()
     resumed = pd.DataFrame(compiled.run())
+    assert compiles == [{"backend": "eager"}] * 2  # both compiled runs trained the compiled model
     assert resumed.step.max() == 8 and resumed.groupby(["step", "eval", "metric"]).size().max() == 1  # none twice
     pd.testing.assert_frame_equal(resumed, plain)
     a, b = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("plain", "compiled"))
