@@ -59,7 +59,7 @@ def tiny_data():
 
 SLOW_FIXTURES = {"ray_session", "head", "cluster", "repo"}
 """Tests that start Ray (a local session, a loopback head, a multi-node cluster) or run README's commands."""
-SLOW_MODULES = {"test_cluster_address.py", "test_ray_local.py", "test_sweep.py", "test_data_cli.py", "test_soak.py"}
+SLOW_MODULES = {"test_twins_and_kills.py", "test_ray_local.py", "test_sweep.py", "test_data_cli.py", "test_soak.py"}
 """Whole modules whose tests start Ray through the command line."""
 
 

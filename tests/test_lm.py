@@ -122,7 +122,7 @@ def test_resume_continues_the_step_count_and_the_loss_curve_also_compiled(mixtur
     """A stage stopped after a checkpoint resumes to the uninterrupted stage's history and weights, no step twice;
     here with issue 18's train.compile on: the loop trains the torch.compile'd model, while checkpoints and the
     saved model hold the plain module (no `_orig_mod.` keys), so a resumed compiled stage ends as a plain one.
-    (Plain resumption end to end: tests/test_cluster_address.py.)
+    (Plain resumption end to end: tests/test_twins_and_kills.py.)
     Traced with dynamo's "eager" backend (the compiled path without Inductor's code generation, which takes
     minutes on a CPU); on CPU the config refuses compile=true, so the loop is called directly."""
     from safetensors.torch import load_file
