@@ -48,7 +48,8 @@ NON_SEMANTIC = ("name", "out_dir", "runs_root", "data_root", "cluster", "sweep",
                 "eval.use_gpu", "eval.gpus_per_worker", "eval.cpus_per_worker", "lm.attn_implementation",
                 *(f"{group}.{key}" for group in ("train", "metatrain") for key in RESOURCE_KEYS))
 """Knobs left out of the run hash: where things go, how many resources they use and how fast evaluation runs (or
-attention is computed), not what is computed. `lm.name_or_path` stays in: another starting model is another experiment."""
+attention is computed), not what is computed. `lm.name_or_path` stays in: another starting model is another
+experiment."""
 TEXT_PATHS = {f"{where}pretrain.sources.*.text.{key}": "if_exists" for where in ("", "arms.*.")
               for key in ("path", "tokenizer")}
 """A text source's corpus and tokenizer directory (either may also be a hub name or `bpe`)."""

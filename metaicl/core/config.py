@@ -94,7 +94,8 @@ def load_config(schema: Type[T], path: str | Path | None, overrides: Sequence[st
             raise ConfigError("<file>", f"cannot read {path}: {err.strerror}") from None
         except UnicodeDecodeError as err:
             line = path.read_bytes()[:err.start].count(b"\n") + 1
-            raise ConfigError("<file>", f"not UTF-8 text (byte {err.object[err.start]:#04x})", f"{path}:{line}") from None
+            raise ConfigError("<file>", f"not UTF-8 text (byte {err.object[err.start]:#04x})",
+                              f"{path}:{line}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             raise ConfigError("<file>", "invalid YAML", f"{path}:{mark.line + 1}" if mark else str(path)) from None

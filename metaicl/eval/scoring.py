@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from metaicl.core.errors import ConfigError
+from metaicl.models.lm import final_states
 
 
 def score(model, requests, fast: bool = True, batch_size: int | None = None, device="cpu") -> list[np.ndarray]:
@@ -97,12 +98,11 @@ def _score_rows(model, kv, last: torch.Tensor, p: int, chunk, sums, device) -> N
     b, width = ids.shape
     mask = torch.cat([row_mask.new_ones(b, p), row_mask], dim=1)
     positions = (p + torch.arange(width, device=device)).expand(b, width)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                output_hidden_states=True, logits_to_keep=1, **{_cache_kwarg(model): _expanded_cache(kv, b)})
+    _, hidden = final_states(model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **{_cache_kwarg(model): _expanded_cache(kv, b)})
     # A row's token t is predicted by the row's state at t - 1, or, for t = 0 (an empty condition), by the
     # prefix's last state: it sits in front of the flattened row states as flat row 0. Only the rows that predict
     # an option's token are projected onto the vocabulary (issue 18: not every row's every position).
-    hidden = out.hidden_states[-1]
     flat = torch.cat([last[None], hidden.reshape(-1, hidden.shape[-1])])
     where = [1 + k * width + t - 1 if t else 0 for k, (_, _, seq, n) in enumerate(chunk)
              for t in range(len(seq) - n, len(seq))]
@@ -130,11 +130,11 @@ def _encode_prefix(model, prefix: Sequence[int], device) -> tuple[list, torch.Te
     """The prefix's per-layer (keys, values), each (1, heads, p, head_dim), and its last position's final hidden
     state (no logits over the prefix: nothing reads them)."""
     ids = torch.tensor([list(prefix)], device=device)
-    out = model(input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None], use_cache=True,
-                output_hidden_states=True, logits_to_keep=1)
+    out, hidden = final_states(model, input_ids=ids, position_ids=torch.arange(ids.shape[1], device=device)[None],
+                               use_cache=True)
     cache = getattr(out, "cache", None)
     cache = out.past_key_values if cache is None else cache
-    return _kv_pairs(cache), out.hidden_states[-1][0, -1]
+    return _kv_pairs(cache), hidden[0, -1]
 
 
 def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:

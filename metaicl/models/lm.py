@@ -175,11 +175,18 @@ def lm_loss(model, batch):
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
         return (nll * weight.reshape(-1)).sum() / weight.sum().clamp(min=1)
     targets = weight > 0
-    out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
-    hidden = out.hidden_states[-1][:, :-1][targets]  # (targets, width): after the final norm, as the head reads it
+    hidden = final_states(model, input_ids=ids)[1][:, :-1][targets]  # (targets, width)
     head = getattr(model, "module", model).get_output_embeddings()
     nll = F.cross_entropy(head(hidden).float(), ids[:, 1:][targets], reduction="none")
     return (nll * weight[targets]).sum() / weight.sum().clamp(min=1)
+
+
+def final_states(model, **inputs):
+    """(the model's output, its final hidden states): the states after the last norm, which the output layer reads,
+    for callers that project only some positions onto the vocabulary; the model itself projects just one
+    (`logits_to_keep=1`: it cannot project none)."""
+    out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    return out, out.hidden_states[-1]
 
 
 def count_params(model) -> int:

@@ -122,7 +122,8 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
             last_eval = measure()
         if is_chief and (step % cfg.log_every == 0 or step == cfg.steps):
             progress({"step": step, "steps": cfg.steps, "resumed_from": resumed_from,
-                      "loss": sum(recent) / len(recent), "steps_per_s": done_here / (time.perf_counter() - started), "threads": torch.get_num_threads(),
+                      "loss": sum(recent) / len(recent), "steps_per_s": done_here / (time.perf_counter() - started),
+                      "threads": torch.get_num_threads(),
                       "accuracy": {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}})
         if is_chief and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             checkpointer.save(step, raw, optimizer, scheduler,
