@@ -2,8 +2,12 @@
 
 The standing rule: **a command shown in README is a command that works as shown.** Tests that call the code with
 absolute temporary paths once hid a sweep that failed for every user; so every `metaicl` line of README's code
-blocks runs in a fresh copy of the repository, from its root, through the installed `metaicl` entry point, with
-the default relative paths (`runs/`, `runs/data/`). A line too big for the test budget gets toy-size overrides
+blocks runs in a fresh copy of the repository, from its root, with the default relative paths (`runs/`,
+`runs/data/`). The installed `metaicl` entry point, in a process of its own, runs `--help`, the bad-input lines, the
+dry run, the first run a new user makes (`metaicl run configs/tiny.yaml`: its own Ray started and stopped), and
+the commands that start no Ray; the other commands that start a Ray run through `metaicl.cli.main` (what the entry
+point calls, same argv) in the test process on the session's Ray (`metaicl_here`), which saves a Ray start, cold
+workers and a Ray stop each (~10-20 s on 2 cores: the suite's budget). A line too big for the test budget gets toy-size overrides
 (`TOY`, placed before README's own arguments, so README's settings win); paths are never overridden. A line that
 cannot run here (it needs a cluster's address) is in `NOT_RUN`, with the test that covers it. A new README command
 that is neither run nor excused fails `test_every_readme_command_is_run_or_excused`.
@@ -85,9 +89,29 @@ def typed(command: str, repo: Path, toy: bool = True) -> list[str]:
 
 
 def metaicl(command: str, repo: Path, ok: bool = True, toy: bool = True) -> subprocess.CompletedProcess:
+    """The command through the installed entry point, in a process of its own (it starts and stops its own Ray)."""
     proc = subprocess.run(typed(command, repo, toy), capture_output=True, text=True, cwd=repo, timeout=600)
     if ok:
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def metaicl_here(command: str, repo: Path) -> subprocess.CompletedProcess:
+    """The command through `metaicl.cli.main` (what the entry point calls), in this process, from the copy's root,
+    on the session's Ray (the caller asks for the `ray_session` fixture): the same argv, relative paths and code,
+    without a Ray start, a cold worker and a Ray stop (~10-20 s a command on 2 cores). Its output, as the entry
+    point's would be."""
+    import contextlib
+    import io
+
+    from metaicl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = typed(command, repo)[1:]
+    with contextlib.chdir(repo), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    assert code == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from cluster.results import RESULT_COLUMNS
 from tests.conftest import ROOT
-from tests.readme import NOT_RUN, RUN, fresh_copy, line, matches, metaicl, readme_commands
+from tests.readme import NOT_RUN, RUN, fresh_copy, line, matches, metaicl, metaicl_here, readme_commands
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_tiny_run_writes_the_tidy_results_and_a_rerun_skips_every_stage(repo):
     assert "train:" not in again.replace("train [", "")  # no trainer was started
 
 
-def test_data_build_stats_and_show_of_the_few_shot_data(repo):
-    built = metaicl(line("metaicl data build configs/quickstart.yaml"), repo)
+def test_data_build_stats_and_show_of_the_few_shot_data(repo, ray_session):
+    built = metaicl_here(line("metaicl data build configs/quickstart.yaml"), repo)
     assert built.stdout.count("data [") == 2 and "burstiness_ratio" in built.stdout
     dirs = sorted((repo / "runs" / "data").glob("bursty_fewshot-*"))
     cards = {d: (d / "stats.json").read_text() for d in dirs}
@@ -90,16 +90,16 @@ def mixture_cards(repo: Path, where: str) -> dict[str, dict]:
             for m in (repo / where).glob("*/manifest.json")}
 
 
-def test_data_build_of_the_readme_mixtures_then_stats_and_show(repo):
+def test_data_build_of_the_readme_mixtures_then_stats_and_show(repo, ray_session):
     """README's table says what each card shows; at toy size the same directions hold."""
-    metaicl(line("metaicl data build configs/data/zipf_alpha.yaml"), repo)
+    metaicl_here(line("metaicl data build configs/data/zipf_alpha.yaml"), repo)
     report = (repo / "runs" / "zipf_alpha-data" / "report.md").read_text()
     assert report.count("| alpha_") == 4 and (repo / "runs" / "zipf_alpha-data" / "rank_frequency.png").exists()
     fitted = {float(line.split("|")[1].split("_")[1]): float(line.split("|")[4]) for line in report.splitlines()
               if line.startswith("| alpha_")}
     assert all(abs(alpha - mle) < 0.1 for alpha, mle in fitted.items()), fitted
 
-    metaicl(line("metaicl data build configs/data/ordering.yaml"), repo)
+    metaicl_here(line("metaicl data build configs/data/ordering.yaml"), repo)
     assert {p.name for p in (repo / "runs" / "ord").iterdir()} >= {"dependency", "random", "report.md"}
     cards = {arm: card["sources"]["wiki"] for arm, card in mixture_cards(repo, "runs/ord").items()}
     assert cards["dependency"]["adjacent_doc_similarity"] > 2 * cards["dependency"]["random_order_similarity"]

@@ -4,14 +4,13 @@ language-model runs and a language-model sweep."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cluster.results import RESULT_COLUMNS
-from tests.readme import fresh_copy, line, metaicl, readme_commands
+from tests.readme import fresh_copy, line, metaicl, metaicl_here, readme_commands
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,8 @@ def repo(tmp_path_factory) -> Path:
     return fresh_copy(tmp_path_factory.mktemp("clone"))
 
 
-def test_language_model_stages(repo):
-    run = metaicl(line("metaicl run configs/metaicl_synthetic.yaml"), repo)
+def test_language_model_stages(repo, ray_session):
+    run = metaicl_here(line("metaicl run configs/metaicl_synthetic.yaml"), repo)
     [out] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if (p / "results.parquet").exists()]
     results = pd.read_parquet(out / "results.parquet")
     assert list(results.columns) == RESULT_COLUMNS
@@ -47,7 +46,7 @@ def test_language_model_stages(repo):
     assert "MetaICL" in run.stdout and meta.name.startswith("metatrain-metaicl-")
     assert (meta / "model" / "model.safetensors").exists() and not (out / "metatrained").exists()
     [pretrained] = (repo / "runs" / "data").glob("pretrain-*")  # it trained alone: on every core (issue 20)
-    assert json.loads((pretrained / "progress.json").read_text())["threads"] == os.cpu_count()
+    assert json.loads((pretrained / "progress.json").read_text())["threads"] == ray_session.cluster_resources()["CPU"]
     plan = metaicl(line("metaicl run configs/metaicl_synthetic.yaml") + " --dry-run", repo).stdout
     assert plan.startswith(f"run {out}: 0 of 5 steps to run")  # data, tasks, pretrain, metatrain [metaicl], eval
     assert f"{pretrained}\n" in plan and f"{meta}\n" in plan and "metatrain [metaicl]" in plan
@@ -55,7 +54,7 @@ def test_language_model_stages(repo):
         proc = metaicl(line(f"metaicl {stage} configs/metaicl_synthetic.yaml"), repo)
         assert "done already" in proc.stdout and "ray" not in proc.stdout.lower()
 
-    metaicl(line("metaicl eval configs/metaicl_synthetic.yaml"), repo)  # the meta-trained model as the base model
+    metaicl_here(line("metaicl eval configs/metaicl_synthetic.yaml"), repo)  # the meta-trained model as the base model
     [solo] = [p for p in (repo / "runs").glob("metaicl_synthetic-*") if p != out]
     solo_results = pd.read_parquet(solo / "results.parquet")
     assert set(solo_results[solo_results.suite == "metaicl"].method.dropna()) == {"zero_shot", "in_context"}
@@ -67,15 +66,15 @@ def first_sweep(config: str, times: int, repo: Path):
     """README's `metaicl sweep configs/sweeps/<config>` lines (`times` of them), the first run: every trial runs."""
     sweeps = [c for c, _ in readme_commands() if c.startswith(f"metaicl sweep configs/sweeps/{config}")]
     assert len(sweeps) == times
-    first = metaicl(sweeps[0], repo)
+    first = metaicl_here(sweeps[0], repo)
     assert "2 trials, 0 done already, 2 to run" in first.stdout
     return sweeps, first, repo / "runs" / f"{config.removesuffix('.yaml')}-sweep"
 
 
-def test_sweep_then_again_then_aggregate_and_report(repo):
+def test_sweep_then_again_then_aggregate_and_report(repo, ray_session):
     sweeps, _, root = first_sweep("burstiness_zipf.yaml", 2, repo)
     assert len(list(root.glob("burstiness_zipf-*/results.parquet"))) == 2
-    assert "2 trials, 2 done already, 0 to run" in metaicl(sweeps[1], repo).stdout
+    assert "2 trials, 2 done already, 0 to run" in metaicl_here(sweeps[1], repo).stdout
     (root / "aggregate.parquet").unlink()
     metaicl(line("metaicl aggregate runs/burstiness_zipf-sweep"), repo)
     table = pd.read_parquet(root / "aggregate.parquet")
@@ -86,7 +85,7 @@ def test_sweep_then_again_then_aggregate_and_report(repo):
     assert "data:image/png;base64," in (root / "report.html").read_text()
 
 
-def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
+def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo, ray_session):
     sweep, first, root = first_sweep("metaicl_tiny.yaml", 1, repo)
     shared = first.stdout.split("shared steps:")[1]
     assert "1 training steps that several trials need" in shared and "pretrain: pretrain-" in shared
@@ -99,15 +98,15 @@ def test_language_model_sweep_pretrains_once_and_reruns_nothing(repo):
     assert used[0]["pretrain"] == used[1]["pretrain"] and used[0]["metatrain [metaicl]"] != used[1]["metatrain [metaicl]"]
     report = (root / "report.md").read_text()
     assert "## MetaICL methods" in report and "cfg.metatrain.lr" in report
-    assert "2 trials, 2 done already, 0 to run" in metaicl(sweep[0], repo).stdout
+    assert "2 trials, 2 done already, 0 to run" in metaicl_here(sweep[0], repo).stdout
 
 
-def test_mixture_sweep_measures_each_model_by_its_own_in_context_ability(repo):
+def test_mixture_sweep_measures_each_model_by_its_own_in_context_ability(repo, ray_session):
     """README's mixture sweep (issue 14) at toy size, one of its points (its slowest data: related documents in
     dependency order): the model measured by lm_icl alone, the sweep's report."""
     sweeps = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/sweeps/mixture_icl.yaml")]
     assert len(sweeps) == 1
-    assert "1 trials, 0 done already, 1 to run" in metaicl(sweeps[0], repo).stdout
+    assert "1 trials, 0 done already, 1 to run" in metaicl_here(sweeps[0], repo).stdout
     root = repo / "runs" / "mixture_icl-sweep"
     [run] = root.glob("mixture_icl-*/results.parquet")
     assert set(pd.read_parquet(run).suite) == {"train", "heldout", "lm_icl"}

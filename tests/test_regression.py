@@ -286,18 +286,16 @@ def test_the_sweep_report_has_a_regression_row_per_trial_with_least_squares_besi
     assert body[1:] == ["| 0.500 | 0.055 | 0.555 | 2 |", "| 2.000 | 0.200 | 0.700 | 1 |"]
 
 
-def test_readme_regression_command_as_typed_from_a_fresh_copy(ray_session, tmp_path, monkeypatch, capsys):
+def test_readme_regression_command_as_typed_from_a_fresh_copy(ray_session, tmp_path):
     """README's regression experiment (issue 17) at toy size, typed from the root of a fresh copy with the default
     relative paths: Garg et al.'s model through the one pipeline (data -> pretrain -> regression suite -> results
     -> report). In this process, on the session's Ray (`metaicl.cli.main`, what the entry point calls): a command
-    of its own would start a Ray and a cold worker, ~20 s of the suite's budget; every other README command runs
-    through the installed entry point (tests/test_readme_*.py)."""
-    from metaicl.cli import main
-    from tests.readme import fresh_copy, line, typed
+    of its own would start a Ray and a cold worker, ~20 s of the suite's budget (tests/readme.py: which README
+    commands run through the entry point, which in this process)."""
+    from tests.readme import fresh_copy, line, metaicl_here
 
     repo = fresh_copy(tmp_path)
-    monkeypatch.chdir(repo)
-    assert main(typed(line("metaicl run configs/regression_icl.yaml"), repo)[1:]) == 0
+    said = metaicl_here(line("metaicl run configs/regression_icl.yaml"), repo).stdout
     [out] = (repo / "runs").glob("regression_icl-" + "[0-9a-f]" * 8)
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.suite) == {"train", "heldout", "regression"} and set(results.stage) == {"pretrain", "eval"}
@@ -305,7 +303,7 @@ def test_readme_regression_command_as_typed_from_a_fresh_copy(ray_session, tmp_p
     assert set(suite.task) == {f"linear/{d}" for d in ("standard", "skewed", "noisy", "scaled", "orthant")}
     assert {"model", "least_squares", "ridge", "averaging", "knn", "gd_1", "gd_8"} == set(suite.method)
     assert sorted(suite.k.unique()) == list(range(16))  # every number of in-context examples of a 16-pair prompt
-    assert "linear/standard (squared error / d): k=3: model" in capsys.readouterr().out
+    assert "linear/standard (squared error / d): k=3: model" in said
     report = (out / "report.md").read_text()
     assert "## Regression in context" in report and "### In-context learning against gradient descent" in report
     assert (out / "regression_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
