@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/lm_throughput.py
+	$(PY) bench/gpu_throughput.py
 	$(PY) bench/lm_loss.py
 	$(PY) bench/data_build.py
 	$(PY) bench/scoring.py

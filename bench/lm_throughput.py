@@ -40,9 +40,16 @@ def bare(spec_path: str) -> None:
     """The bare side, in a fresh process: the stage's loop on every core, no Ray."""
     import torch
 
-    spec = pickle.loads(Path(spec_path).read_bytes())  # written by main() below, in this run
+    spec = pickle.loads(Path(spec_path).read_bytes())  # written by run_bare below, in this run
     torch.set_num_threads(spec.train.cpus_per_worker)
     spec.run()
+
+
+def run_bare(spec, root: Path, threads: int) -> None:
+    """Run a stage's spec as a plain loop in a fresh `python` process (no Ray), torch on `threads` threads."""
+    (root / "spec.pkl").write_bytes(pickle.dumps(spec))
+    subprocess.run([sys.executable, __file__, "--bare-spec", str(root / "spec.pkl")], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
 
 def main() -> None:
@@ -76,9 +83,7 @@ def main() -> None:
                            vocab_size=manifest.vocab_size)
             t = time.perf_counter()
             if kind == "bare":
-                (root / "spec.pkl").write_bytes(pickle.dumps(spec))
-                subprocess.run([sys.executable, __file__, "--bare-spec", str(root / "spec.pkl")], check=True,
-                               env={**os.environ, "OMP_NUM_THREADS": str(cores)})
+                run_bare(spec, root, cores)
             else:
                 fit_arm(spec, root / "ray")
             wall = time.perf_counter() - t

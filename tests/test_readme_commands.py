@@ -59,6 +59,7 @@ def test_tiny_run_writes_the_tidy_results_and_a_rerun_skips_every_stage(repo):
     assert "| bursty |" in first.stdout and "| chance |" in report and "## Training data, measured" in report
     assert (out / "icl_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"data_root: {repo}/runs/data" in (out / "config.yaml").read_text()  # resolved once, saved
+    assert "WARNING" not in first.stderr, first.stderr  # Ray's start-up notices (token auth: ray_local.py) kept out
 
     before = (out / "results.parquet").stat().st_mtime_ns
     assert "every stage is done" in metaicl(line("metaicl run configs/tiny.yaml"), repo).stdout

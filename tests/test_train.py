@@ -193,3 +193,31 @@ def test_unsized_workers_share_the_cluster_cpus_and_explicit_sizes_win(monkeypat
     for bad in (0, -1):
         with pytest.raises(ConfigError, match=r"train.cpus_per_worker: must be > 0"):
             TrainConfig(cpus_per_worker=bad).validate()
+
+
+def test_progress_gives_the_rate_of_the_last_steps_without_the_evaluations(tmp_path):
+    """progress.json's recent_steps_per_s is the rate of the last log_every steps alone (what bench/gpu_throughput.py
+    reads: no torch.compile warm-up, evaluation or checkpoint in it); steps_per_s is the whole loop's. A slow
+    evaluation at the last step moves the latter only."""
+    import time
+
+    from metaicl.train.checkpoint import Checkpointer
+    from metaicl.train.loop import train_loop
+
+    class Batches:
+        def get(self, step):
+            return (torch.ones(4, 2),)
+
+    def evaluate():
+        time.sleep(0.0 if seen == [] else 0.5)  # the step-0 evaluation is fast, the last one slow
+        return {}
+
+    seen: list[dict] = []
+    model = torch.nn.Linear(2, 1)
+    cfg = TrainConfig(steps=20, batch_size=4, eval_every=20, ckpt_every=20, log_every=10, warmup_steps=1)
+    train_loop(cfg, model, Batches(), evaluate, Checkpointer(tmp_path), loss_fn=lambda m, b: m(b[0]).pow(2).mean(),
+               progress=seen.append)
+    assert [p["step"] for p in seen] == [10, 20]
+    last = seen[-1]
+    assert last["steps_per_s"] < 20 / 0.5  # the evaluation's half second is in the whole loop's rate
+    assert last["recent_steps_per_s"] > 10 * last["steps_per_s"]  # ... and not in the last steps' rate

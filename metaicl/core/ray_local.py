@@ -28,6 +28,9 @@ LOOPBACK_ENV = {
     # Watches for node drains (spot preemption): nothing to watch on one machine, and Ray 2.60 logs an error
     # line about its constructor arguments on every trainer start.
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Ray >= 2.5x turns token authentication on for a new local cluster (a token in ~/.ray/auth_token) and says so
+    # in a WARNING line on every start; asked for explicitly, it is the same protection without the line.
+    "RAY_AUTH_MODE": "token",
     "HF_HUB_OFFLINE": "1",  # nothing local ever downloads
     "HF_DATASETS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
@@ -35,9 +38,9 @@ LOOPBACK_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" / "Writing model shards" bars, per worker
 }
 LOCAL_ONLY = {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-              "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"}
-"""Left alone when joining a real cluster: it may need the user's proxies and the hub, and its nodes can be
-preempted."""
+              "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "RAY_AUTH_MODE"}
+"""Left alone when joining a real cluster: it may need the user's proxies and the hub, its nodes can be
+preempted, and its authentication is its own."""
 
 RUNTIME_ENV = {
     "worker_process_setup_hook": "metaicl.core.ray_local.quiet_ray_logs",

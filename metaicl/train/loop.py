@@ -104,6 +104,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
 
     last_eval = measure() if step == 0 else {}
     recent, done_here, started = deque(maxlen=cfg.log_every), 0, time.perf_counter()
+    ticks = deque([started], maxlen=cfg.log_every + 1)  # when each of the last log_every steps ended
     model.train()
     while step < cfg.steps:
         batch = tuple((t.pin_memory() if cuda else t).to(device, non_blocking=True) for t in batches.get(step))
@@ -114,6 +115,7 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
         optimizer.step()
         scheduler.step()
         step, done_here = step + 1, done_here + 1
+        ticks.append(time.perf_counter())  # before any evaluation or checkpoint: the steps' own rate
         window.append(loss)
         recent.append(window[-1])
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -123,6 +125,9 @@ def train_loop(cfg: TrainConfig, model: torch.nn.Module, batches, evaluate: Call
         if is_chief and (step % cfg.log_every == 0 or step == cfg.steps):
             progress({"step": step, "steps": cfg.steps, "resumed_from": resumed_from,
                       "loss": sum(recent) / len(recent), "steps_per_s": done_here / (time.perf_counter() - started),
+                      # the last log_every steps alone: after torch.compile's first steps, without evaluations
+                      # and checkpoints (bench/gpu_throughput.py reads it)
+                      "recent_steps_per_s": (len(ticks) - 1) / (ticks[-1] - ticks[0]),
                       "threads": torch.get_num_threads(),
                       "accuracy": {k: v["accuracy"] for k, v in last_eval.items() if "accuracy" in v}})
         if is_chief and (step % cfg.ckpt_every == 0 or step == cfg.steps):
