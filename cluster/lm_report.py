@@ -76,6 +76,17 @@ def label_space_table(results: pd.DataFrame) -> pd.DataFrame:
 ICL_VS_FT = ("simaou", "simaou_random", "simam_ft", "simam_zsl")
 
 
+def leakage_table(results: pd.DataFrame) -> pd.DataFrame:
+    """held-out family x meta-training family: mean share of the queries the latter's rule answers right."""
+    rows = results[(results.suite == METAICL) & results.metric.str.startswith("leakage/")]
+    if not len(rows):
+        return pd.DataFrame()
+    family = rows.task.str.rsplit("_", n=1).str[0]  # last_token_003 -> last_token
+    table = rows.assign(family=family, rule=rows.metric.str.removeprefix("leakage/")).pivot_table(
+        index="family", columns="rule", values="value", aggfunc="mean")
+    return table.reset_index().rename(columns={"family": "held-out family"})
+
+
 def icl_vs_ft_table(results: pd.DataFrame) -> pd.DataFrame:
     """k -> Dai et al.'s similarities and their controls (metaicl.eval.icl_vs_ft), mean over tasks and seeds."""
     rows = results[(results.suite == METAICL) & results.metric.isin(ICL_VS_FT)]
@@ -142,6 +153,12 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
              "log2(k + 1)). Oracle: a reader that knows each input's class and learns the label words from the "
              "demonstrations only (the ceiling where words are arbitrary per task, as in the synthetic families).",
              kshot_curves(results))]
+        sections.append((
+            "Held out? Meta-training rules on the held-out tasks (leakage)",
+            "Per held-out family, the share of its test queries that each meta-training family's rule answers right "
+            "(pretrain_data/task_families.py: leakage). MetaICL's target tasks are unseen: a share near 0 means "
+            "meta-training cannot teach the held-out rule itself; a high one means a lift there is partly "
+            "in-family.", leakage_table(results)))
         sections.append((
             "In-context learning against fine-tuning (Dai et al. 2023; mean over tasks and seeds)",
             "At the answer slot, per layer then averaged: simaou = cosine between the attention output's update by "

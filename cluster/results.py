@@ -14,7 +14,7 @@
 | k | demonstrations (0 for 0-shot rows; regression: in-context examples before the query); null where the context size is not a knob of the row |
 | seed | the demonstration seed (MetaICL), else the training seed |
 | scoring | `sum` or `mean` of the option's log-probs (MetaICL); null elsewhere |
-| metric | accuracy, loss, macro_f1 (metaicl also label_mass, context_label_share, oracle_accuracy with a null method, and with eval.icl_vs_finetune simaou, simaou_random, simam_ft, simam_zsl of method finetune); lm_icl: icl_score, first_copy_loss, second_copy_loss, gap, copy_accuracy, induction_score, previous_token_score (and the head: *_head), and per k on GINC prompts (task kshot/<source>) accuracy, accuracy_calibrated, bayes_accuracy, label_mass, context_label_share (their *_slope at null k); regression: squared_error (/ d), and against the model model_difference, update_cosine, step_size |
+| metric | accuracy, loss, macro_f1 (metaicl also label_mass, context_label_share, oracle_accuracy and leakage/<meta-training family> (synthetic held-out tasks: the share of queries that family's rule answers) with a null method, and with eval.icl_vs_finetune simaou, simaou_random, simam_ft, simam_zsl of method finetune); lm_icl: icl_score, first_copy_loss, second_copy_loss, gap, copy_accuracy, induction_score, previous_token_score (and the head: *_head), and per k on GINC prompts (task kshot/<source>) accuracy, accuracy_calibrated, bayes_accuracy, label_mass, context_label_share (their *_slope at null k); regression: squared_error (/ d), and against the model model_difference, update_cosine, step_size |
 | value | the number |
 
 A later suite adds its rows (and, if it must, columns) here: there is never a second schema.

@@ -30,7 +30,7 @@ from metaicl.core.config import as_config_error, merge_checked, to_dict
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.hashing import config_hash
 from metaicl.core.ray_local import ClusterConfig
-from metaicl.data.episodes import EpisodeConfig
+from metaicl.data.episodes import LOSS_ON, EpisodeConfig
 from metaicl.eval.config import EvalConfig
 from metaicl.models.config import ModelConfig
 from metaicl.models.lm import LMConfig
@@ -131,6 +131,19 @@ class MetaTrainConfig(TrainConfig):
     """Meta-training (MetaICL): the training knobs, plus k."""
     k: int = 16
     """Demonstrations per meta-training episode (MetaICL: k = 16, as at test time)."""
+    loss_on: str = "query"
+    """query: the loss on the query's answer alone (MetaICL, Min et al. 2022); all_outputs: on every
+    demonstration's answer too (Garg et al. 2022; Kirsch et al. 2022): k + 1 supervised answers per episode."""
+    shuffle_labels: bool = False
+    """Every episode maps the task's label words to its classes by a fresh random permutation (one for its
+    demonstrations and query), so the mapping can be read from the demonstrations only: meta-training cannot
+    memorise a task's input -> word (Kirsch et al. 2022 make tasks by such permutations). For synthetic tasks, whose
+    words are arbitrary per task anyway; on real tasks it removes what the label words mean."""
+
+    def validate(self, prefix: str = "metatrain") -> None:
+        super().validate(prefix)
+        if self.loss_on not in LOSS_ON:
+            raise ConfigError(f"{prefix}.loss_on", f"must be one of {list(LOSS_ON)}, got {self.loss_on!r}")
 
 
 @dataclass
@@ -235,6 +248,14 @@ class ExperimentConfig:
         if self.episodes.max_length > self.lm.context_length:
             raise ConfigError("episodes.max_length", f"{self.episodes.max_length} > lm.context_length="
                                                      f"{self.lm.context_length}")
+        pretrained_here = self.pretrain is not None and self.lm.name_or_path is None
+        if pretrained_here and self.eval.methods and self.episodes.max_length > self.pretrain.context_length:
+            # Episodes would reach positions that pretraining never gave a gradient (issue 15): meta-training
+            # and evaluation would read untrained position embeddings.
+            raise ConfigError("episodes.max_length", f"{self.episodes.max_length} positions, but pretraining trains "
+                                                     f"only the first pretrain.context_length="
+                                                     f"{self.pretrain.context_length}: lower episodes.max_length or "
+                                                     f"raise pretrain.context_length")
 
     @property
     def regression(self) -> bool:

@@ -15,6 +15,7 @@ Layout of `out_dir` (written whole or not at all, byte-identical for the same co
   <task>/<task>_train.jsonl   the demonstration pool: {"task", "input", "output", "options"} per line
   <task>/<task>_test.jsonl    the queries, same format; classes balanced (counts differ by at most one)
   families.json               {"config", "token_range", "families": {family: [task]}, "splits": {...},
+                               "leakage": {held-out task: {meta-training family: share its rule answers}},
                                "tokenizer": what reads the text (metaicl.data.tokenizer.TokenizerSpec)}
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ from metaicl.core.seeding import rng_for
 FAMILIES: dict[str, Callable] = {}
 """Family name -> sampler(task, classes, rng, length) -> (n, length) token ids; its docstring's first line is
 the rule."""
+READERS: dict[str, Callable] = {}
+"""Family name -> reader(task, inputs) -> (n,) the class its rule gives each input, -1 where the rule gives none
+(no key where it looks, no majority): the rule applied to any task's inputs, for measuring leakage."""
 
 
 def family(name: str, min_length: int = 1):
@@ -40,6 +44,14 @@ def family(name: str, min_length: int = 1):
     def register(fn: Callable) -> Callable:
         fn.min_length = min_length
         FAMILIES[name] = fn
+        return fn
+    return register
+
+
+def reader(name: str):
+    """Register the reader of family `name`'s rule."""
+    def register(fn: Callable) -> Callable:
+        READERS[name] = fn
         return fn
     return register
 
@@ -188,6 +200,14 @@ def last_token(task: Task, classes: np.ndarray, rng: np.random.Generator, length
     return x
 
 
+@family("middle_token", min_length=3)
+def middle_token(task: Task, classes: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
+    """The middle input token (position length // 2) is a key token of the class; the other tokens are filler."""
+    x = task.fill(rng, (len(classes), length))
+    x[:, length // 2] = task.key(rng, classes)
+    return x
+
+
 @family("first_token")
 def first_token(task: Task, classes: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
     """The first input token is a key token of the class; the other tokens are filler."""
@@ -228,6 +248,69 @@ def pair(task: Task, classes: np.ndarray, rng: np.random.Generator, length: int)
     return x
 
 
+def key_classes(task: Task, inputs: np.ndarray) -> np.ndarray:
+    """(n, length) the class whose key each input token is, -1 for filler (keys are distinct across classes)."""
+    owner = {int(t): c for c, row in enumerate(task.keys) for t in row}
+    return np.vectorize(lambda t: owner.get(int(t), -1), otypes=[np.int64])(inputs)
+
+
+@reader("last_token")
+def read_last(task: Task, inputs: np.ndarray) -> np.ndarray:
+    return key_classes(task, inputs)[:, -1]
+
+
+@reader("middle_token")
+def read_middle(task: Task, inputs: np.ndarray) -> np.ndarray:
+    return key_classes(task, inputs)[:, inputs.shape[1] // 2]
+
+
+@reader("first_token")
+def read_first(task: Task, inputs: np.ndarray) -> np.ndarray:
+    return key_classes(task, inputs)[:, 0]
+
+
+@reader("keyword")
+def read_keyword(task: Task, inputs: np.ndarray) -> np.ndarray:
+    """The class of the key tokens where they all belong to one class; -1 without a key or with keys of several."""
+    out = []
+    for row in key_classes(task, inputs):
+        found = set(row[row >= 0].tolist())
+        out.append(found.pop() if len(found) == 1 else -1)
+    return np.array(out, dtype=np.int64)
+
+
+@reader("majority")
+def read_majority(task: Task, inputs: np.ndarray) -> np.ndarray:
+    """The class whose pool holds a strict majority of the tokens; -1 where none does."""
+    counts = np.stack([(key_classes(task, inputs) == c).sum(1) for c in range(task.keys.shape[0])], axis=1)
+    return np.where(counts.max(1) > inputs.shape[1] // 2, counts.argmax(1), -1)
+
+
+@reader("pair")
+def read_pair(task: Task, inputs: np.ndarray) -> np.ndarray:
+    """The class of the first key, where keys of two different classes are there; -1 otherwise."""
+    out = []
+    for row in key_classes(task, inputs):
+        keys = row[row >= 0]
+        out.append(int(keys[0]) if len(set(keys.tolist())) >= 2 else -1)
+    return np.array(out, dtype=np.int64)
+
+
+def leakage(cfg: TaskFamiliesConfig, token_range: tuple[int, int]) -> dict[str, dict[str, float]]:
+    """{held-out task: {meta-training family: share of the task's test queries that family's rule answers right}}.
+    MetaICL's target tasks are unseen (Min et al. 2022): a meta-training rule that answers a held-out family's
+    queries (keyword answers every last_token query: its key is a keyword) trains that family in meta-training.
+    Near 0 is held out (a rule that gives no answer scores 0; guessing would score 1 / num_classes)."""
+    out = {}
+    for held_out in cfg.eval_families:
+        for index in range(cfg.eval_tasks_per_family):
+            task = make_task(cfg, token_range, held_out, index)
+            inputs, classes = sample_split(cfg, task, index, "test", cfg.test_examples)
+            out[task.name] = {f: round(float((READERS[f](task, inputs) == classes).mean()), 4)
+                              for f in cfg.meta_train_families}
+    return out
+
+
 def task_lines(task: Task, inputs: np.ndarray, classes: np.ndarray) -> str:
     """The split's jsonl text: keys in a fixed order, one line per example, the same options on every line."""
     options = [str(int(t)) for t in task.labels]
@@ -260,6 +343,7 @@ def build_task_families(cfg: TaskFamiliesConfig, token_range: tuple[int, int], o
         info = {"config": asdict(cfg), "token_range": list(token_range), "families": families,
                 "splits": {"meta_train": [t for f in cfg.meta_train_families for t in families[f]],
                            "eval": [t for f in cfg.eval_families for t in families[f]]},
+                "leakage": leakage(cfg, token_range),
                 "tokenizer": {"kind": "ids", "vocab_size": token_range[1]}}  # every id of the text is below it
         write_json(tmp / "families.json", info)
     return info

@@ -186,3 +186,48 @@ def test_bad_episode_config_names_the_key():
         with pytest.raises(ConfigError) as err:
             EpisodeConfig(**{field: value}).validate()
         assert err.value.key == f"episodes.{field}"
+
+
+# --- the loss on every demonstration's answer (metatrain.loss_on, issue 15) ---------------------------------------
+
+def marked(seq) -> list[int]:
+    return [t for t, m in zip(seq.ids, seq.loss_mask) if m]
+
+
+@pytest.mark.parametrize("method, targets", [("direct", [9, 19, 29, 39]), ("channel", [1, 2, 11, 12, 21, 22, 31, 32])])
+def test_all_outputs_puts_the_loss_on_each_demonstrations_answer_too(method, targets):
+    """Direct: every demonstration's output and the query's; channel: every demonstration's input and the
+    query's. The episode's tokens are those of loss_on=query."""
+    demos = [ids_ex("1 2", "9"), ids_ex("11 12", "19"), ids_ex("21 22", "29")]
+    cfg = EpisodeConfig(method=method, input_sep=" 50 ", example_sep="\n")
+    query_only = train_sequence(demos, ids_ex("31 32", "39"), cfg, TOK)
+    every = train_sequence(demos, ids_ex("31 32", "39"), cfg, TOK, loss_on="all_outputs")
+    assert every.ids == query_only.ids and marked(every) == targets
+    assert marked(query_only) == targets[-1:] if method == "direct" else targets[-2:]
+
+
+@pytest.mark.parametrize("truncation, kept, targets", [("drop_demos", [21, 22, 23, 29, 0], [29, 39]),
+                                                         ("trim_left", [13, 19, 0, 21, 22, 23, 29, 0], [19, 29, 39])])
+def test_all_outputs_marks_only_what_truncation_leaves_of_the_demonstrations(truncation, kept, targets):
+    """An episode cut to max_length keeps a suffix of its demonstrations (13 tokens: bos, 8 of demonstrations, the
+    query's 4): the mask follows the tokens. A dropped demonstration's answer is no target; the answer of one cut
+    from the left is, while it is there."""
+    demos = [ids_ex("1 2 3", "9"), ids_ex("11 12 13", "19"), ids_ex("21 22 23", "29")]
+    cfg = EpisodeConfig(input_sep=" ", example_sep="\n", max_length=13, truncation=truncation)
+    seq = train_sequence(demos, ids_ex("31 32 33", "39"), cfg, TOK, loss_on="all_outputs")
+    assert seq.ids == [TOK.bos_id, *kept, 31, 32, 33, 39] and len(seq.loss_mask) == len(seq.ids)
+    assert marked(seq) == targets
+
+
+def test_loss_on_is_a_meta_training_knob_that_names_its_own_step():
+    from cluster.lm_pipeline import metatrain_dir
+    from metaicl.core.config import load_config
+    from metaicl.experiment import ExperimentConfig
+
+    synthetic = ROOT / "configs" / "metaicl_synthetic.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, synthetic, ["metatrain.loss_on=everything"])
+    assert err.value.key == "metatrain.loss_on"
+    dirs = {metatrain_dir(load_config(ExperimentConfig, synthetic, [f"metatrain.loss_on={on}"])[0], "metaicl",
+                          "pretrain-00000000", "tasks-00000000") for on in ("query", "all_outputs")}
+    assert len(dirs) == 2

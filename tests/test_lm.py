@@ -231,3 +231,37 @@ def test_ddp_ranks_and_thread_counts_pretrain_the_same_model(mixture, tmp_path):
     for other in ("threads2", "ddp"):
         diff = max((weights(other)[k] - v).abs().max().item() for k, v in one.items())
         assert diff < 1e-4, (other, diff)
+
+
+def test_shuffled_labels_map_words_afresh_per_episode_and_the_same_within_it(tmp_path):
+    """metatrain.shuffle_labels (issue 15): each episode maps the task's label words to its classes by its own
+    permutation, the same for every demonstration and the query (the mapping is readable from the demonstrations),
+    another in other episodes (nothing to memorise); inputs and the episode's layout do not change."""
+    from metaicl.data.tasks import load_collection
+    from metaicl.train.lm import EpisodeBatches
+    from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
+
+    families = build_task_families(TaskFamiliesConfig(meta_train_families=["first_token"], eval_families=["keyword"],
+                                                       tasks_per_family=1, eval_tasks_per_family=1, input_length=2,
+                                                       train_examples=30, test_examples=3, keys_per_class=1),
+                                   (1, 200), tmp_path / "tasks")
+    [name] = families["splits"]["meta_train"]
+    task = load_collection(str(tmp_path / "tasks"), [name])[name]
+    gold = {e.input.split()[0]: e.output for e in task.train}  # first_token: the key -> the task's own word
+    episodes = EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64)
+
+    def batches(shuffle: bool) -> EpisodeBatches:
+        return EpisodeBatches(EpisodeData(str(tmp_path / "tasks"), [name], episodes, k=6,
+                                          tokenizer=TokenizerSpec(**families["tokenizer"]), shuffle_labels=shuffle), 4)
+
+    mappings = []
+    for step in range(6):
+        plain, shuffled = batches(False).episode(step, 0)[0], batches(True).episode(step, 0)[0]
+        assert len(plain) == len(shuffled)
+        pairs = {(str(plain[i]), str(shuffled[i])) for i in range(3, len(plain), 4)}  # (task's word, episode's)
+        assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})  # one permutation
+        assert all(plain[i] == shuffled[i] for i in range(len(plain)) if i % 4 != 3)  # only the words change
+        assert {a for a, _ in pairs} <= set(gold.values())
+        mappings.append(frozenset(pairs))
+    assert len(set(mappings)) > 1  # the mapping differs between episodes
+    assert batches(True).episode(3, 0) == batches(True).episode(3, 0)  # keyed by (seed, step, i): reproducible

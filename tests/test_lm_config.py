@@ -33,6 +33,17 @@ def test_a_bad_value_is_one_error_naming_its_key(config, override, key):
     assert err.value.key == key
 
 
+def test_episodes_longer_than_the_pretraining_windows_are_refused():
+    """Issue 15: positions past pretrain.context_length never get a gradient in pretraining, so episodes that reach
+    them are refused (the model's own positions, lm.context_length, are not enough), unless nothing reads episodes."""
+    longer = ["lm.context_length=256", "episodes.max_length=128"]
+    with pytest.raises(ConfigError, match="pretraining trains only the first pretrain.context_length=64") as err:
+        load_config(ExperimentConfig, SYNTHETIC, longer)
+    assert err.value.key == "episodes.max_length"
+    assert load_config(ExperimentConfig, SYNTHETIC, [*longer, "pretrain.context_length=128"])
+    assert load_config(ExperimentConfig, SYNTHETIC, [*longer, "tasks=null", "eval.methods=[]"])
+
+
 def test_the_groups_a_config_has_say_what_kind_of_experiment_it_is():
     assert load_config(ExperimentConfig, SYNTHETIC)[0].kind == "lm"
     assert load_config(ExperimentConfig, ROOT / "configs" / "tiny.yaml")[0].kind == "classifier"
@@ -141,7 +152,7 @@ def test_meta_training_is_one_step_shared_by_configs_that_differ_only_in_evaluat
     for same in ("eval.k=[2]", "eval.seeds=[1]", "eval.methods=[metaicl]", "finetune.steps=3", "train.lr=0.01",
                  "metatrain.num_workers=2", "metatrain.cpus_per_worker=1", "name=other", "runs_root=elsewhere"):
         assert where(same) == base, same  # train.lr: read through the base model's name, not here
-    for other in ("metatrain.lr=0.01", "metatrain.k=4", "metatrain.seed=1", "episodes.max_length=128",
+    for other in ("metatrain.lr=0.01", "metatrain.k=4", "metatrain.seed=1", "episodes.max_length=48",
                   "lm.dropout=0.1"):
         assert where(other) != base, other
     assert where(init="pretrain-11111111") != base and where(tasks="tasks-11111111") != base

@@ -10,8 +10,8 @@ import pytest
 import pretrain_data.task_families as tf
 from metaicl.core.errors import ConfigError
 from pretrain_data.manifest import Manifest
-from pretrain_data.task_families import (FAMILIES, TaskFamiliesConfig, build_task_families, family, make_task,
-                                         rule_of, token_range_of)
+from pretrain_data.task_families import (FAMILIES, READERS, TaskFamiliesConfig, build_task_families, family,
+                                         leakage, make_task, rule_of, sample_split, token_range_of)
 
 RANGE = (100, 400)
 SMALL = dict(tasks_per_family=3, eval_tasks_per_family=2, train_examples=30, test_examples=24, input_length=6)
@@ -53,6 +53,8 @@ def check_rule(name, tokens, cls, keys):
         return found == [(len(tokens) - 1, cls)]
     if name == "first_token":
         return found == [(0, cls)]
+    if name == "middle_token":
+        return found == [(len(tokens) // 2, cls)]
     if name == "keyword":
         return len(found) == 1 and found[0][1] == cls
     if name == "majority":
@@ -77,7 +79,7 @@ def test_each_familys_rule_holds_on_every_example(every_family, name):
             assert check_rule(name, tokens, labels.index(ex["output"]), keys), (rule_of(name), ex)
 
 
-@pytest.mark.parametrize("name,position", [("last_token", -1), ("first_token", 0)])
+@pytest.mark.parametrize("name,position", [("last_token", -1), ("first_token", 0), ("middle_token", 3)])
 def test_a_position_token_never_maps_to_two_labels_within_a_task(every_family, name, position):
     _, root, info = every_family
     for task_name in info["families"][name]:
@@ -86,6 +88,32 @@ def test_a_position_token_never_maps_to_two_labels_within_a_task(every_family, n
             seen.setdefault(ex["input"].split()[position], set()).add(ex["output"])
         assert all(len(outs) == 1 for outs in seen.values())
         assert len({o for outs in seen.values() for o in outs}) == 3  # and every class occurs
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_each_familys_reader_answers_every_example_of_its_family(every_family, name):
+    """A family's reader (its rule applied to any input) is what measures leakage: on its own family it is right
+    every time."""
+    cfg, _, info = every_family
+    for index in range(len(info["families"][name])):
+        task = make_task(cfg, RANGE, name, index)
+        for split, n in (("train", cfg.train_examples), ("test", cfg.test_examples)):
+            inputs, classes = sample_split(cfg, task, index, split, n)
+            assert (READERS[name](task, inputs) == classes).all()
+
+
+def test_leakage_says_which_meta_training_rule_answers_a_held_out_family(tmp_path):
+    """Issue 15: keyword's rule (a key anywhere) answers every last_token and middle_token query, so meta-training on
+    keyword teaches them; first_token's and majority's rules answer none (their key position holds filler, and one
+    key is no majority). families.json carries the table per held-out task."""
+    cfg = small(meta_train_families=["first_token", "keyword", "majority"], eval_families=["last_token",
+                                                                                           "middle_token"])
+    shares = leakage(cfg, RANGE)
+    assert sorted(shares) == ["last_token_000", "last_token_001", "middle_token_000", "middle_token_001"]
+    assert all(s == {"first_token": 0.0, "keyword": 1.0, "majority": 0.0} for s in shares.values())
+    assert build_task_families(cfg, RANGE, tmp_path / "t")["leakage"] == shares
+    held_out = small(meta_train_families=["first_token", "majority"], eval_families=["middle_token"])
+    assert max(v for s in leakage(held_out, RANGE).values() for v in s.values()) == 0.0
 
 
 def test_same_config_writes_byte_identical_files(tmp_path):

@@ -141,13 +141,37 @@ def score_request(demos: list[Example], query_input: str, options: list[str], cf
     return ScoreRequest(prefix, rows, dropped)
 
 
-def train_sequence(demos: list[Example], query: Example, cfg: EpisodeConfig, tok) -> TrainSequence:
-    """One meta-training episode: the loss is on the target only (query output, or query input for channel).
-    Its ids equal score_request(...).ids(gold) when truncation does not depend on the other options."""
+LOSS_ON = ("query", "all_outputs")
+
+
+def train_sequence(demos: list[Example], query: Example, cfg: EpisodeConfig, tok,
+                   loss_on: str = "query") -> TrainSequence:
+    """One meta-training episode. loss_on="query": the loss is on the target only (query output, or query input for
+    channel; MetaICL). "all_outputs": also on each demonstration's target, as far as it is shown (Garg et al. 2022
+    and Kirsch et al. 2022 train every prefix: k + 1 answers per episode, the first of them unpredictable from the
+    context). Its ids equal score_request(...).ids(gold) when truncation does not depend on the other options."""
     request = score_request(demos, query.input, [query.output], cfg, tok)
     condition, target = request.rows[0]
-    mask = [0] * (len(request.prefix) + len(condition)) + [1] * len(target)
+    shown = [0] * len(request.prefix)
+    if loss_on == "all_outputs":
+        sep, example_sep = tok.encode(cfg.input_sep), tok.encode(cfg.example_sep)
+        flat = [m for d in demos for m in _demo_targets(d, sep, cfg, tok) + [0] * len(example_sep)]
+        block = len(request.prefix) - 1  # either truncation keeps a suffix of the demonstrations after bos
+        shown = [0] + flat[len(flat) - block:] if block else [0]
+    elif loss_on != "query":
+        raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {loss_on!r}")
+    mask = shown + [0] * len(condition) + [1] * len(target)
     return TrainSequence(request.ids(0), mask, request.dropped_demos)
+
+
+def _demo_targets(demo: Example, sep: list[int], cfg: EpisodeConfig, tok) -> list[int]:
+    """1 on the tokens of a demonstration (as `_demo` writes it) that its method predicts: the output (direct) or
+    the input (channel)."""
+    y = tok.encode(demo.output)
+    x = _fit_example(tok.encode(demo.input), sep, len(y), cfg)
+    if cfg.method == "direct":
+        return [0] * (len(x) + len(sep)) + [1] * len(y)
+    return [0] * (len(y) + len(sep)) + [1] * len(x)
 
 
 def pad(sequences: list[list[int]], masks: list[list[int]]):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -177,4 +178,16 @@ def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_pat
     synthetic = getattr(tokenizer, "kind", None) == "ids"  # label words arbitrary per task: the oracle is a ceiling
     if variant == "pretrained" and synthetic and any(METHODS[m].demos for m in methods):
         rows += [r for t in task_names for r in oracle_rows(tasks[t], cfg)]  # once per run: the model plays no part
+    if variant == "pretrained" and synthetic:
+        rows += leakage_rows(tasks_path, task_names)
     return rows
+
+
+def leakage_rows(tasks_path: str, task_names: list[str]) -> list[dict]:
+    """A synthetic collection's leakage (families.json, pretrain_data.task_families.leakage): per held-out task,
+    the share of its queries each meta-training family's rule answers right (`leakage/<family>`, method null)."""
+    from metaicl.core.io import read_json
+
+    leaks = read_json(Path(tasks_path) / "families.json").get("leakage", {})
+    return [{"method": None, "task": t, "k": None, "seed": None, "metric": f"leakage/{family}", "value": share}
+            for t in task_names for family, share in leaks.get(t, {}).items()]

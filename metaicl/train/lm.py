@@ -18,6 +18,7 @@ a meta-training task, then k demonstrations and a query from its training pool (
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
@@ -28,6 +29,7 @@ import pyarrow as pa
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
+from metaicl.data.tasks import Example
 from metaicl.data.tokenizer import TokenizerSpec
 from metaicl.eval.lm_icl import LMICLConfig
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
@@ -114,6 +116,15 @@ class EpisodeData:
     tokenizer: TokenizerSpec = TokenizerSpec("ids", vocab_size=1)
     """What reads the tasks' text (a synthetic collection's families.json says)."""
     seed: int = 0
+    loss_on: str = "query"
+    """Which answers of an episode the loss is on (metatrain.loss_on)."""
+    shuffle_labels: bool = False
+    """A fresh mapping of the task's label words to its classes in every episode (metatrain.shuffle_labels)."""
+
+
+def relabel(example: Example, word: dict[str, str]) -> Example:
+    """The example with its output word mapped (an output outside the options stays as it is)."""
+    return dataclasses.replace(example, output=word.get(example.output, example.output))
 
 
 class EpisodeBatches:
@@ -133,7 +144,10 @@ class EpisodeBatches:
         task = self.tasks[self.names[rng.integers(len(self.names))]]
         picked = rng.choice(len(task.train), size=self.data.k + 1, replace=False)
         demos, query = [task.train[i] for i in picked[:-1]], task.train[picked[-1]]
-        seq = train_sequence(demos, query, self.data.episodes, self.tok)
+        if self.data.shuffle_labels and task.options:  # one mapping for the episode's demonstrations and query
+            word = dict(zip(task.options, rng.permutation(task.options).tolist()))
+            demos, query = [relabel(e, word) for e in demos], relabel(query, word)
+        seq = train_sequence(demos, query, self.data.episodes, self.tok, self.data.loss_on)
         return seq.ids, seq.loss_mask
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
