@@ -248,6 +248,12 @@ class ExperimentConfig:
         if self.episodes.max_length > self.lm.context_length:
             raise ConfigError("episodes.max_length", f"{self.episodes.max_length} > lm.context_length="
                                                      f"{self.lm.context_length}")
+        if self.eval.demos.labels == "none" and {"finetune", "finetune_metatrain"} & set(self.eval.methods):
+            raise ConfigError("eval.demos.labels", "none leaves fine-tuning nothing to learn from: drop the finetune "
+                                                   "methods or choose another label mode")
+        if synthetic and self.eval.demos.labels == "abstract":
+            raise ConfigError("eval.demos.labels", "abstract symbols are for real tasks: a synthetic task's label "
+                                                   "words are arbitrary per task already (abstract by construction)")
         pretrained_here = self.pretrain is not None and self.lm.name_or_path is None
         if pretrained_here and self.eval.methods and self.episodes.max_length > self.pretrain.context_length:
             # Episodes would reach positions that pretraining never gave a gradient (issue 15): meta-training
@@ -348,7 +354,7 @@ def run_hash(cfg: ExperimentConfig) -> str:
 
 _LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
             "eval.max_test_examples", "eval.lm_icl", "eval.regression", "eval.icl_vs_finetune", "eval.use_gpu",
-            "eval.gpus_per_worker", "eval.cpus_per_worker")
+            "eval.gpus_per_worker", "eval.cpus_per_worker", "eval.demos")
 OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
 """Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 

@@ -149,7 +149,8 @@ def test_meta_training_is_one_step_shared_by_configs_that_differ_only_in_evaluat
 
     base = where()
     assert base.parent.name == "data" and base.name.startswith("metatrain-metaicl-")
-    for same in ("eval.k=[2]", "eval.seeds=[1]", "eval.methods=[metaicl]", "finetune.steps=3", "train.lr=0.01",
+    for same in ("eval.k=[2]", "eval.seeds=[1]", "eval.methods=[metaicl]", "eval.demos.labels=random",
+                 "finetune.steps=3", "train.lr=0.01",
                  "metatrain.num_workers=2", "metatrain.cpus_per_worker=1", "name=other", "runs_root=elsewhere"):
         assert where(same) == base, same  # train.lr: read through the base model's name, not here
     for other in ("metatrain.lr=0.01", "metatrain.k=4", "metatrain.seed=1", "episodes.max_length=48",

@@ -95,6 +95,8 @@ def _fit_example(x: list[int], sep: list[int], reserve: int, cfg: EpisodeConfig)
 def _demo(demo: Example, sep: list[int], cfg: EpisodeConfig, tok) -> list[int]:
     y = tok.encode(demo.output)
     x = _fit_example(tok.encode(demo.input), sep, len(y), cfg)
+    if not demo.output:  # a demonstration without its label (eval.demos.labels=none): the input alone
+        return x
     return x + sep + y if cfg.method == "direct" else y + sep + x
 
 
@@ -169,6 +171,8 @@ def _demo_targets(demo: Example, sep: list[int], cfg: EpisodeConfig, tok) -> lis
     the input (channel)."""
     y = tok.encode(demo.output)
     x = _fit_example(tok.encode(demo.input), sep, len(y), cfg)
+    if not demo.output:
+        return [0] * len(x)
     if cfg.method == "direct":
         return [0] * (len(x) + len(sep)) + [1] * len(y)
     return [0] * (len(y) + len(sep)) + [1] * len(x)

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.data.tasks import SEEDS
+from metaicl.eval.demos import DemosConfig
 from metaicl.eval.methods import METHODS
 from metaicl.eval.regression import RegressionEvalConfig
 from pretrain_data.bursty import EVAL_SETS
@@ -41,6 +42,8 @@ class EvalConfig:
     """Language model: demonstrations (k-shot sweep); fine-tuning uses the same k examples. 0-shot rows have k = 0."""
     seeds: List[int] = field(default_factory=lambda: list(SEEDS))
     """Language model: demonstration seeds (MetaICL: 100, 13, 21, 42, 87), reported as mean and worst."""
+    demos: DemosConfig = field(default_factory=DemosConfig)
+    """Language model: what the demonstrations show (`labels`: gold, random, permuted, abstract, none)."""
     null_input: str = ""
     """Language model: the content-free input of PMI calibration (Zhao et al. 2021 use "N/A")."""
     max_test_examples: int = 0
@@ -86,6 +89,7 @@ class EvalConfig:
         if self.batch_size is not None:
             check_at_least(self, prefix, ("batch_size",), 1)
         self.regression.validate(f"{prefix}.regression")
+        self.demos.validate(f"{prefix}.demos")
         for key in ("gpus_per_worker", "cpus_per_worker"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"{prefix}.{key}", f"must be > 0, got {getattr(self, key)}")

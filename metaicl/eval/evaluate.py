@@ -24,6 +24,7 @@ import torch
 from metaicl.data.episodes import EpisodeConfig, pad, score_request, train_sequence
 from metaicl.data.tasks import Task, load_collection, sample_demos
 from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
+from metaicl.eval.demos import abstract_task, with_labels
 from metaicl.eval.methods import METHODS, Method
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
@@ -129,7 +130,7 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
     rows = []
     for k in cfg.k:
         for seed in cfg.seeds:
-            demos, raw = sample_demos(task, k, seed), []
+            demos, raw = with_labels(sample_demos(task, k, seed), task, cfg.demos.labels, seed), []
             if method.finetune:
                 tuned = finetuned(model, demos, episodes, tok, finetune.steps, finetune.lr, device)
                 preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)
@@ -169,6 +170,8 @@ def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_pat
     model = load_lm(model_dir).to(device).eval()
     tok = load_tokenizer(tokenizer)
     tasks = load_collection(tasks_path, task_names)
+    if cfg.demos.labels == "abstract":  # symbols for the options everywhere: demonstrations, queries, answers
+        tasks = {name: abstract_task(task, cfg.demos.symbols) for name, task in tasks.items()}
     rows = []
     for name in methods:
         for task_name in task_names:

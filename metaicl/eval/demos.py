@@ -1,0 +1,75 @@
+"""What the demonstrations' labels say (`eval.demos.labels`): the knob behind "do the labels even matter?".
+
+    demos = with_labels(sample_demos(task, 16, seed=100), task, "random", seed=100)   # labels drawn at random
+    task = abstract_task(task, symbols)                                               # options become symbols
+
+  gold      the task's labels (MetaICL's protocol).
+  random    each demonstration's label drawn uniformly from its options (Min et al. 2022, "Rethinking the Role of
+            Demonstrations": accuracy drops only a little for large models — they use the label space and format
+            more than the input-label mapping).
+  permuted  the k labels shuffled among the k demonstrations: the label multiset is kept, the mapping is broken.
+  abstract  every option replaced by a semantically unrelated symbol (`eval.demos.symbols`, by its position in
+            the options), in the demonstrations, the queries' options and the answers alike (Wei et al. 2023,
+            "Larger language models do in-context learning differently": SUL-ICL, the mapping must be learnt
+            from the demonstrations). Real tasks only: synthetic tasks' words are arbitrary per task already.
+  none      inputs only, no labels and no input separator (Min et al. 2022's "no demos labels" control).
+Every draw is keyed by (seed, task, k): the same demonstration set and labels for every method and query.
+"""
+from __future__ import annotations
+
+import dataclasses
+import string
+from dataclasses import dataclass, field
+from typing import List
+
+from metaicl.core.errors import ConfigError
+from metaicl.core.seeding import rng_for
+from metaicl.data.tasks import Example, Task
+
+LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
+
+
+@dataclass
+class DemosConfig:
+    labels: str = "gold"
+    """The demonstrations' labels: gold | random | permuted | abstract | none (metaicl/eval/demos.py; Min et al.
+    2022 "Rethinking the Role of Demonstrations", Wei et al. 2023)."""
+    symbols: List[str] = field(default_factory=lambda: list(string.ascii_uppercase))
+    """labels=abstract: the symbols that replace a task's options, by position (the i-th option -> symbols[i])."""
+
+    def validate(self, prefix: str = "eval.demos") -> None:
+        if self.labels not in LABEL_MODES:
+            raise ConfigError(f"{prefix}.labels", f"must be one of {list(LABEL_MODES)}, got {self.labels!r}")
+        if len(set(self.symbols)) != len(self.symbols) or not all(s.strip() for s in self.symbols):
+            raise ConfigError(f"{prefix}.symbols", "must be distinct, non-blank strings")
+
+
+def with_labels(demos: list[Example], task: Task, mode: str, seed: int) -> list[Example]:
+    """The demonstrations with the labels `mode` says (abstract: see abstract_task; it relabels the whole task)."""
+    if mode in ("gold", "abstract"):
+        return list(demos)
+    if mode == "none":
+        return [dataclasses.replace(d, output="") for d in demos]
+    rng = rng_for(seed, "demo-labels", task.name, len(demos))
+    if mode == "permuted":
+        outputs = [demos[int(i)].output for i in rng.permutation(len(demos))]
+    elif mode == "random":
+        outputs = [(d.options or task.options)[int(rng.integers(len(d.options or task.options)))] for d in demos]
+    else:
+        raise ValueError(f"unknown label mode {mode!r}")
+    return [dataclasses.replace(d, output=o) for d, o in zip(demos, outputs)]
+
+
+def abstract_task(task: Task, symbols: list[str]) -> Task:
+    """The task with each option replaced by the symbol of its position, in every example and in the options."""
+    def relabel(e: Example) -> Example:
+        options = e.options or task.options
+        if len(options) > len(symbols):
+            raise ConfigError("eval.demos.symbols", f"{len(symbols)} symbols for the {len(options)} options of task "
+                                                    f"{task.name!r}")
+        word = dict(zip(options, symbols))
+        return dataclasses.replace(e, output=word.get(e.output, e.output), options=[word[o] for o in e.options])
+
+    fixed = {key: [relabel(e) for e in demos] for key, demos in task.fixed_demos.items()}
+    return dataclasses.replace(task, train=[relabel(e) for e in task.train], test=[relabel(e) for e in task.test],
+                               options=symbols[:len(task.options)], fixed_demos=fixed)

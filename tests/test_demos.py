@@ -1,0 +1,119 @@
+"""eval.demos.labels (issue 16): each label mode on a planted task whose answer is known, the episodes it makes, the
+config errors, and every mode through the evaluation on a tiny model of real tasks."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from metaicl.core.config import load_config
+from metaicl.core.errors import ConfigError
+from metaicl.data.episodes import EpisodeConfig, score_request
+from metaicl.data.tasks import Example, Task, sample_demos
+from metaicl.data.tokenizer import IdTokenizer
+from metaicl.eval.demos import LABEL_MODES, abstract_task, with_labels
+from metaicl.experiment import ExperimentConfig
+from tests.conftest import ROOT
+
+OPTIONS = ["10", "20", "30"]
+TASK = Task("planted", [Example("planted", str(100 + i), OPTIONS[i % 3], OPTIONS) for i in range(30)],
+            [Example("planted", "199", "20", OPTIONS)], OPTIONS)
+
+
+def demos(k: int = 9, seed: int = 100):
+    return sample_demos(TASK, k, seed)
+
+
+def test_gold_keeps_the_labels_and_permuted_keeps_their_multiset_but_breaks_the_mapping():
+    gold = demos()
+    assert with_labels(gold, TASK, "gold", 100) == gold
+    permuted = with_labels(gold, TASK, "permuted", 100)
+    assert [d.input for d in permuted] == [d.input for d in gold]  # inputs and order unchanged
+    assert Counter(d.output for d in permuted) == Counter(d.output for d in gold)
+    assert [d.output for d in permuted] != [d.output for d in gold]
+    assert with_labels(gold, TASK, "permuted", 100) == permuted  # keyed by (seed, task, k)
+    assert with_labels(gold, TASK, "permuted", 13) != permuted
+
+
+def test_random_labels_are_drawn_from_the_options_and_ignore_the_gold_label():
+    draws = [d.output for seed in range(40) for d in with_labels(demos(seed=100), TASK, "random", seed)]
+    assert set(draws) == set(OPTIONS)
+    counts = Counter(draws)
+    assert all(abs(n / len(draws) - 1 / 3) < 0.08 for n in counts.values())  # uniform over the 3 options
+    agree = sum(a.output == b.output for seed in range(40)
+                for a, b in zip(demos(), with_labels(demos(), TASK, "random", seed)))
+    assert abs(agree / (40 * 9) - 1 / 3) < 0.08  # as often right as chance: no mapping left
+
+
+def test_none_drops_the_labels_from_the_prompt():
+    """Min et al. 2022's control: the demonstrations' inputs only, each followed by the example separator."""
+    tok = IdTokenizer(300)
+    cfg = EpisodeConfig(input_sep=" 7 ", example_sep="\n")
+    shown = with_labels(demos(3), TASK, "none", 100)
+    request = score_request(shown, "199", OPTIONS, cfg, tok)
+    assert request.prefix == [0] + [t for d in demos(3) for t in (int(d.input), 0)]  # no 7, no label word
+    assert request.rows[1] == ([199, 7], [20])  # the query still has its separator and options
+    gold = score_request(demos(3), "199", OPTIONS, cfg, tok)
+    assert gold.prefix == [0] + [t for d in demos(3) for t in (int(d.input), 7, int(d.output), 0)]
+
+
+def test_abstract_replaces_each_option_by_its_symbol_everywhere():
+    """Wei et al. 2023's semantically unrelated labels: the i-th option becomes symbols[i] in the demonstrations,
+    the queries and the options, so the mapping is the task's, under other names."""
+    task = abstract_task(TASK, ["foo", "bar", "baz", "qux"])
+    assert task.options == ["foo", "bar", "baz"] and task.test[0].output == "bar"
+    assert [(e.input, e.output) for e in task.train] == [(e.input, {"10": "foo", "20": "bar", "30": "baz"}[e.output])
+                                                         for e in TASK.train]
+    assert all(e.options == ["foo", "bar", "baz"] for e in task.train + task.test)
+    with pytest.raises(ConfigError, match="eval.demos.symbols: 2 symbols for the 3 options"):
+        abstract_task(TASK, ["foo", "bar"])
+
+
+SYNTHETIC = ROOT / "configs" / "metaicl_synthetic.yaml"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["eval.demos.labels=wrong"], "eval.demos.labels: must be one of"),
+    (["eval.demos.labels=abstract"], "eval.demos.labels: abstract symbols are for real tasks"),
+    (["eval.demos.labels=none"], "eval.demos.labels: none leaves fine-tuning nothing to learn"),
+    (["eval.demos.symbols=[A,A]"], "eval.demos.symbols: must be distinct"),
+])
+def test_a_label_mode_that_cannot_apply_is_one_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ExperimentConfig, SYNTHETIC, overrides)
+
+
+def test_each_label_mode_runs_through_the_evaluation_and_only_abstract_changes_the_answers(tmp_path):
+    """Every mode through evaluate_variant on a tiny random GPT-2 of real tasks (sst2): the same rows for every
+    mode; 0-shot is the same as with gold labels except under abstract (its options are symbols)."""
+    import pandas as pd
+    from transformers import PreTrainedTokenizerFast
+
+    from metaicl.data.tasks import load_collection
+    from metaicl.data.tokenizer import TokenizerSpec
+    from metaicl.eval.config import EvalConfig
+    from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.experiment import FinetuneConfig
+    from metaicl.models.lm import LMConfig, build_lm, save_lm
+    from pretrain_data.text import train_tokenizer
+
+    task = load_collection(ROOT / "data" / "icl", ["sst2"])["sst2"]
+    tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer([e.input for e in task.train[:200]] + ["A B"], 300),
+                                  eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    save_lm(build_lm(LMConfig(preset="tiny", context_length=256), vocab_size=len(tok)), tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    tables = {}
+    for mode in LABEL_MODES:
+        cfg = EvalConfig(k=[4], seeds=[100], max_test_examples=6, lm_icl=False)
+        cfg.demos.labels = mode
+        rows = evaluate_variant("pretrained", str(tmp_path / "m"), ["zero_shot", "in_context"],
+                                str(ROOT / "data" / "icl"), ["sst2"], cfg, EpisodeConfig(max_length=256),
+                                FinetuneConfig(), TokenizerSpec("local", path=str(tmp_path / "m")))
+        tables[mode] = pd.DataFrame(rows).set_index(["method", "k", "seed", "scoring", "metric"]).value
+    assert all(t.index.equals(tables["gold"].index) for t in tables.values())
+    gold_demos = sample_demos(task, 4, 100)  # this draw's permutation does move a label (else nothing to see)
+    assert with_labels(gold_demos, task, "permuted", 100) != gold_demos
+    zero, shown = tables["gold"].xs("zero_shot"), tables["gold"].xs("in_context")
+    for mode in ("random", "permuted", "none"):  # the demonstrations change, the 0-shot queries do not
+        assert tables[mode].xs("zero_shot").equals(zero) and not tables[mode].xs("in_context").equals(shown), mode
+    assert not tables["abstract"].xs("zero_shot").equals(zero)  # options are symbols now
