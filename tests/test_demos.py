@@ -2,6 +2,7 @@
 config errors, and every mode through the evaluation on a tiny model of real tasks."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -69,6 +70,22 @@ def test_abstract_replaces_each_option_by_its_symbol_everywhere():
         abstract_task(TASK, ["foo", "bar"])
 
 
+def tiny_sst2_model(tmp_path) -> str:
+    """A tiny random GPT-2 with a BPE trained here on sst2's inputs (and the symbols A, B): its directory."""
+    from transformers import PreTrainedTokenizerFast
+
+    from metaicl.data.tasks import load_collection
+    from metaicl.models.lm import LMConfig, build_lm, save_lm
+    from pretrain_data.text import train_tokenizer
+
+    task = load_collection(ROOT / "data" / "icl", ["sst2"])["sst2"]
+    tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer([e.input for e in task.train[:200]] + ["A B"], 300),
+                                  eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    save_lm(build_lm(LMConfig(preset="tiny", context_length=256), vocab_size=len(tok)), tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    return str(tmp_path / "m")
+
+
 SYNTHETIC = ROOT / "configs" / "metaicl_synthetic.yaml"
 
 
@@ -87,28 +104,22 @@ def test_each_label_mode_runs_through_the_evaluation_and_only_abstract_changes_t
     """Every mode through evaluate_variant on a tiny random GPT-2 of real tasks (sst2): the same rows for every
     mode; 0-shot is the same as with gold labels except under abstract (its options are symbols)."""
     import pandas as pd
-    from transformers import PreTrainedTokenizerFast
 
     from metaicl.data.tasks import load_collection
     from metaicl.data.tokenizer import TokenizerSpec
     from metaicl.eval.config import EvalConfig
     from metaicl.eval.evaluate import evaluate_variant
     from metaicl.experiment import FinetuneConfig
-    from metaicl.models.lm import LMConfig, build_lm, save_lm
-    from pretrain_data.text import train_tokenizer
 
+    model = tiny_sst2_model(tmp_path)
     task = load_collection(ROOT / "data" / "icl", ["sst2"])["sst2"]
-    tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer([e.input for e in task.train[:200]] + ["A B"], 300),
-                                  eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    save_lm(build_lm(LMConfig(preset="tiny", context_length=256), vocab_size=len(tok)), tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
     tables = {}
     for mode in LABEL_MODES:
         cfg = EvalConfig(k=[4], seeds=[100], max_test_examples=6, lm_icl=False)
         cfg.demos.labels = mode
-        rows = evaluate_variant("pretrained", str(tmp_path / "m"), ["zero_shot", "in_context"],
-                                str(ROOT / "data" / "icl"), ["sst2"], cfg, EpisodeConfig(max_length=256),
-                                FinetuneConfig(), TokenizerSpec("local", path=str(tmp_path / "m")))
+        rows = evaluate_variant("pretrained", model, ["zero_shot", "in_context"], str(ROOT / "data" / "icl"),
+                                ["sst2"], cfg, EpisodeConfig(max_length=256), FinetuneConfig(),
+                                TokenizerSpec("local", path=model))
         tables[mode] = pd.DataFrame(rows).set_index(["method", "k", "seed", "scoring", "metric"]).value
     assert all(t.index.equals(tables["gold"].index) for t in tables.values())
     gold_demos = sample_demos(task, 4, 100)  # this draw's permutation does move a label (else nothing to see)
@@ -117,3 +128,91 @@ def test_each_label_mode_runs_through_the_evaluation_and_only_abstract_changes_t
     for mode in ("random", "permuted", "none"):  # the demonstrations change, the 0-shot queries do not
         assert tables[mode].xs("zero_shot").equals(zero) and not tables[mode].xs("in_context").equals(shown), mode
     assert not tables["abstract"].xs("zero_shot").equals(zero)  # options are symbols now
+
+
+# --- selection and order (eval.demos.selection / order) ------------------------------------------------------------
+
+def test_bm25_matches_its_formula_and_prefers_rare_shared_terms():
+    from metaicl.eval.select import bm25
+
+    docs = [[1, 2], [1, 3, 3], [4]]
+    [scores] = bm25([[3, 1]], docs, k1=1.5, b=0.75)
+    avgdl = 2.0
+    idf1, idf3 = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5)), math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
+    expect = [idf1 * 2.5 / (1 + 1.5 * (0.25 + 0.75 * 2 / avgdl)),
+              idf1 * 2.5 / (1 + 1.5 * (0.25 + 0.75 * 3 / avgdl)) + idf3 * 2 * 2.5 / (2 + 1.5 * (0.25 + 0.75 * 3 / avgdl)),
+              0.0]
+    assert scores == pytest.approx(expect)
+    assert scores.argmax() == 1  # the document with the rare term, twice
+
+
+def planted_pool():
+    """12 training examples; those whose input holds token 77 are the planted neighbours of the query."""
+    train = [Example("p", f"{i} {i + 1}", OPTIONS[i % 3], OPTIONS) for i in range(10, 40, 3)]
+    train[2] = Example("p", "77 12", "10", OPTIONS)
+    train[5] = Example("p", "77 77 5", "20", OPTIONS)
+    train[7] = Example("p", "31 77", "30", OPTIONS)
+    return Task("p", train, [Example("p", "77 99", "20", OPTIONS)], OPTIONS)
+
+
+def test_bm25_selection_picks_the_planted_neighbours_and_order_places_the_nearest():
+    from metaicl.eval.demos import DemosConfig
+    from metaicl.eval.select import demos_per_query
+
+    task, tok = planted_pool(), IdTokenizer(300)
+    [picked] = demos_per_query(task, task.test, 3, 100, DemosConfig(selection="bm25", order="similar_last"), tok)
+    assert [d.input for d in picked] == ["77 12", "31 77", "77 77 5"]  # ascending (a tie in pool order): the
+    # example with two 77s, the most similar, last
+    [first] = demos_per_query(task, task.test, 3, 100, DemosConfig(selection="bm25", order="similar_first"), tok)
+    assert [d.input for d in first] == ["77 77 5", "77 12", "31 77"]  # descending, the tie still in pool order
+    [shuffled] = demos_per_query(task, task.test, 3, 100, DemosConfig(selection="bm25"), tok)
+    assert sorted(d.input for d in shuffled) == sorted(d.input for d in picked)
+    [fixed] = demos_per_query(task, task.test, 3, 100, DemosConfig(order="similar_last"), tok)
+    assert sorted(d.input for d in fixed) == sorted(d.input for d in sample_demos(task, 3, 100))  # MetaICL's set
+    assert [d.input for d in fixed] == sorted((d.input for d in fixed), key=lambda x: x.split().count("77"))
+
+
+def test_knn_selection_picks_the_nearest_embeddings():
+    """A planted embedder: each text's vector is its first token's row of a fixed table; the query's nearest
+    neighbours are the examples whose first token's vector is closest."""
+    import numpy as np
+
+    from metaicl.eval.demos import DemosConfig
+    from metaicl.eval.select import demos_per_query
+
+    task = planted_pool()
+    table = {t: np.array([1.0, 0.0]) if t == 77 else np.array([0.0, 1.0]) for t in range(300)}
+    table[31] = np.array([0.9, 0.1])
+
+    def embed(texts):
+        vectors = np.array([table[int(t.split()[0])] for t in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    [picked] = demos_per_query(task, task.test, 3, 100, DemosConfig(selection="knn", order="similar_last"),
+                               IdTokenizer(300), embed)
+    assert [d.input for d in picked] == ["31 77", "77 12", "77 77 5"]  # 31's vector is a little off; ties: pool order
+
+
+def test_retrieval_runs_through_the_evaluation_with_a_set_per_query(tmp_path):
+    """bm25 and knn through evaluate_variant on the tiny model: every row still there; in-context scores move,
+    0-shot ones do not (they have no demonstrations)."""
+    import pandas as pd
+
+    from metaicl.data.tokenizer import TokenizerSpec
+    from metaicl.eval.config import EvalConfig
+    from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.experiment import FinetuneConfig
+
+    model = tiny_sst2_model(tmp_path)
+    tables = {}
+    for selection in ("random", "bm25", "knn"):
+        cfg = EvalConfig(k=[4], seeds=[100], max_test_examples=6, lm_icl=False)
+        cfg.demos.selection, cfg.demos.order = selection, "similar_last"
+        rows = evaluate_variant("pretrained", model, ["zero_shot", "in_context", "pmi_in_context"],
+                                str(ROOT / "data" / "icl"), ["sst2"], cfg, EpisodeConfig(max_length=256),
+                                FinetuneConfig(), TokenizerSpec("local", path=model))
+        tables[selection] = pd.DataFrame(rows).set_index(["method", "k", "seed", "scoring", "metric"]).value
+    for selection in ("bm25", "knn"):
+        assert tables[selection].index.equals(tables["random"].index)
+        assert tables[selection].xs("zero_shot").equals(tables["random"].xs("zero_shot"))
+        assert not tables[selection].xs("in_context").equals(tables["random"].xs("in_context"))

@@ -25,19 +25,33 @@ from typing import List
 from metaicl.core.errors import ConfigError
 from metaicl.core.seeding import rng_for
 from metaicl.data.tasks import Example, Task
+from metaicl.eval.select import ORDERS, SELECTIONS
 
 LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 
 
 @dataclass
 class DemosConfig:
+    selection: str = "random"
+    """Which k training examples each query sees: random (one set per seed, MetaICL) | bm25 | knn (the scoring
+    model's mean hidden state; metaicl/eval/select.py)."""
+    order: str = "random"
+    """Their order: random | similar_last (the most similar next to the query) | similar_first."""
     labels: str = "gold"
     """The demonstrations' labels: gold | random | permuted | abstract | none (metaicl/eval/demos.py; Min et al.
     2022 "Rethinking the Role of Demonstrations", Wei et al. 2023)."""
     symbols: List[str] = field(default_factory=lambda: list(string.ascii_uppercase))
     """labels=abstract: the symbols that replace a task's options, by position (the i-th option -> symbols[i])."""
 
+    @property
+    def per_query(self) -> bool:
+        """Each query has demonstrations of its own (retrieved, or ordered by its similarity)."""
+        return self.selection != "random" or self.order != "random"
+
     def validate(self, prefix: str = "eval.demos") -> None:
+        for key, known in (("selection", SELECTIONS), ("order", ORDERS)):
+            if getattr(self, key) not in known:
+                raise ConfigError(f"{prefix}.{key}", f"must be one of {list(known)}, got {getattr(self, key)!r}")
         if self.labels not in LABEL_MODES:
             raise ConfigError(f"{prefix}.labels", f"must be one of {list(LABEL_MODES)}, got {self.labels!r}")
         if len(set(self.symbols)) != len(self.symbols) or not all(s.strip() for s in self.symbols):

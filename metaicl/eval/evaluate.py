@@ -26,6 +26,7 @@ from metaicl.data.tasks import Task, load_collection, sample_demos
 from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
 from metaicl.eval.demos import abstract_task, with_labels
 from metaicl.eval.methods import METHODS, Method
+from metaicl.eval.select import demos_per_query, lm_embedder
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
 from metaicl.models.lm import lm_loss, load_lm
@@ -40,21 +41,27 @@ def scored_queries(task: Task, cfg) -> list:
 
 
 def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConfig, tok, device,
-            raw_out: list | None = None) -> dict[str, np.ndarray]:
-    """Predicted option index of every test example, per scoring (`raw_out` receives the raw option scores)."""
+            raw_out: list | None = None, per_query: bool = False) -> dict[str, np.ndarray]:
+    """Predicted option index of every test example, per scoring (`raw_out` receives the raw option scores).
+    `demos`: one list for every query, or (per_query) a list per query."""
     ep = dataclasses.replace(episodes, method=method.method)
     tests = scored_queries(task, cfg)
-    requests = [score_request(demos, ex.input, task.options, ep, tok) for ex in tests]
+    sets = demos if per_query else [demos] * len(tests)
+    requests = [score_request(shown, ex.input, task.options, ep, tok) for shown, ex in zip(sets, tests)]
     raw = score(model, requests, fast=cfg.fast, batch_size=cfg.batch_size, device=device)
     if raw_out is not None:
         raw_out.extend(raw)
-    null = (score(model, [score_request(demos, cfg.null_input, task.options, ep, tok)], fast=cfg.fast,
-                  batch_size=cfg.batch_size, device=device)[0] if method.pmi else None)
+    nulls = None
+    if method.pmi:  # the content-free input after the same demonstrations (one request per distinct set)
+        distinct = sets if per_query else sets[:1]
+        scored = score(model, [score_request(shown, cfg.null_input, task.options, ep, tok) for shown in distinct],
+                       fast=cfg.fast, batch_size=cfg.batch_size, device=device)
+        nulls = scored if per_query else scored * len(tests)
     preds = {}
     for name, norm in SCORINGS.items():
         scores = [option_scores(r, norm) for r in raw]
-        if null is not None:
-            scores = [pmi_scores(s, option_scores(null, norm)) for s in scores]
+        if nulls is not None:
+            scores = [pmi_scores(s, option_scores(null, norm)) for s, null in zip(scores, nulls)]
         preds[name] = np.array([int(np.argmax(s)) for s in scores])
     return preds
 
@@ -92,10 +99,11 @@ def label_space_rows(method_name: str, task: Task, k: int, seed: int, raw: list,
     mass = p.sum(1)
     rows = [{"method": method_name, "task": task.name, "k": k, "seed": seed, "metric": "label_mass",
              "value": float(mass.mean())}]
-    if demos:
-        shown = np.array([o in {d.output for d in demos} for o in task.options])
+    if demos:  # one set for every query, or a set per query
+        sets = demos if isinstance(demos[0], list) else [demos] * len(p)
+        shown = np.array([[o in {d.output for d in s} for o in task.options] for s in sets])
         rows.append({"method": method_name, "task": task.name, "k": k, "seed": seed, "metric": "context_label_share",
-                     "value": float((p[:, shown].sum(1) / np.maximum(mass, 1e-300)).mean())})
+                     "value": float(((p * shown).sum(1) / np.maximum(mass, 1e-300)).mean())})
     return rows
 
 
@@ -118,7 +126,9 @@ def oracle_rows(task: Task, cfg) -> list[dict]:
     return rows
 
 
-def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device) -> list[dict]:
+def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device,
+                    similarities: dict | None = None) -> list[dict]:
+    """The rows of one method on one task; `similarities` caches each task's query-pool similarities (per model)."""
     method = METHODS[name]
     direct = method.method == "direct" and not method.pmi and bool(task.options)  # the options' own probability
     raw: list = []
@@ -138,6 +148,11 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
                     from metaicl.eval.icl_vs_ft import icl_vs_ft_rows
 
                     rows += icl_vs_ft_rows(model, tuned, task, demos, cfg, episodes, tok, device, k, seed)
+            elif cfg.demos.per_query:  # retrieved and/or ordered for each query (metaicl/eval/select.py)
+                demos = [with_labels(s, task, cfg.demos.labels, seed) for s in demos_per_query(
+                    task, scored_queries(task, cfg), k, seed, cfg.demos, tok, lm_embedder(model, tok, device),
+                    similarities)]
+                preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw, per_query=True)
             else:
                 preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw)
             rows += rows_for(name, task, k, seed, preds, cfg)
@@ -172,10 +187,10 @@ def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_pat
     tasks = load_collection(tasks_path, task_names)
     if cfg.demos.labels == "abstract":  # symbols for the options everywhere: demonstrations, queries, answers
         tasks = {name: abstract_task(task, cfg.demos.symbols) for name, task in tasks.items()}
-    rows = []
+    rows, similarities = [], {}
     for name in methods:
         for task_name in task_names:
-            rows += evaluate_method(model, name, tasks[task_name], cfg, episodes, finetune, tok, device)
+            rows += evaluate_method(model, name, tasks[task_name], cfg, episodes, finetune, tok, device, similarities)
             if progress:
                 progress(variant, name, task_name)
     synthetic = getattr(tokenizer, "kind", None) == "ids"  # label words arbitrary per task: the oracle is a ceiling

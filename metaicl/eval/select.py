@@ -1,0 +1,101 @@
+"""Which demonstrations each query sees, and in what order (`eval.demos.selection`, `eval.demos.order`).
+
+    sets = demos_per_query(task, queries, k=8, seed=100, cfg=DemosConfig(selection="bm25"), tok=tok)
+
+  selection random  MetaICL's protocol: one set of k drawn per seed, the same for every query (sample_demos).
+            bm25    the k training examples whose inputs score highest for the query's input under Okapi BM25
+                    (Robertson & Zaragoza 2009; terms are token ids, so it works on synthetic tasks too).
+            knn     the k nearest by cosine of the scoring model's mean final hidden state over the input (the
+                    `lm` embedder; Liu et al. 2022, "What Makes Good In-Context Examples for GPT-3?", retrieve by a
+                    sentence encoder's embedding).
+  order     random  as drawn (a retrieved set shuffled, keyed by seed, task, k and query);
+            similar_last / similar_first  by similarity to the query, the most similar next to the query / first
+                    (Liu et al. 2022 put the nearest last). The similarity is knn's under selection knn, else BM25.
+Ties are broken by the pool's order. Similarities are computed once per (task, measure) for every query.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from metaicl.core.seeding import rng_for
+from metaicl.data.tasks import Example, Task, sample_demos
+
+SELECTIONS = ("random", "bm25", "knn")
+ORDERS = ("random", "similar_last", "similar_first")
+
+
+def bm25(queries: list[list[int]], docs: list[list[int]], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """(queries, docs) Okapi BM25 scores: sum over the query's distinct terms t of
+    idf(t) * f(t, d) (k1 + 1) / (f(t, d) + k1 (1 - b + b |d| / avgdl)), idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))."""
+    counts = [Counter(d) for d in docs]
+    n, avgdl = len(docs), max(1e-9, sum(map(len, docs)) / max(1, len(docs)))
+    df = Counter(t for c in counts for t in c)
+    out = np.zeros((len(queries), n))
+    for i, q in enumerate(queries):
+        for t in set(q):
+            if t not in df:
+                continue
+            idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+            for j, c in enumerate(counts):
+                f = c.get(t, 0)
+                if f:
+                    out[i, j] += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len(docs[j]) / avgdl))
+    return out
+
+
+def lm_embedder(model, tok, device="cpu", batch: int = 32) -> Callable[[list[str]], np.ndarray]:
+    """texts -> (n, width) unit vectors: the model's mean final hidden state over each text's tokens."""
+    import torch
+
+    from metaicl.data.episodes import pad
+    from metaicl.models.lm import final_states
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch):
+            ids = [tok.encode(t) or [tok.bos_id] for t in texts[start:start + batch]]
+            x, mask = pad(ids, [[1] * len(i) for i in ids])
+            with torch.no_grad():
+                hidden = final_states(model, input_ids=x.to(device))[1].float().cpu()
+            mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            out.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
+        return np.concatenate(out)
+    return embed
+
+
+def similarity(task: Task, queries: list[Example], measure: str, tok, embed=None) -> np.ndarray:
+    """(queries, training pool) similarity of each query's input to each training example's input."""
+    if measure == "bm25":
+        return bm25([tok.encode(q.input) for q in queries], [tok.encode(e.input) for e in task.train])
+    pool = embed([e.input for e in task.train])
+    return embed([q.input for q in queries]) @ pool.T
+
+
+def demos_per_query(task: Task, queries: list[Example], k: int, seed: int, cfg, tok, embed=None,
+                    cache: dict | None = None) -> list[list[Example]]:
+    """The k demonstrations of each query, selected and ordered as `cfg` (a DemosConfig) says."""
+    measure = "knn" if cfg.selection == "knn" else "bm25"
+    key = (task.name, measure, len(queries))
+    if cache is not None and key in cache:
+        sim = cache[key]
+    else:
+        sim = similarity(task, queries, measure, tok, embed)
+        if cache is not None:
+            cache[key] = sim
+    fixed = None
+    if cfg.selection == "random":
+        fixed = [task.train.index(d) for d in sample_demos(task, k, seed)]
+    out = []
+    for q, row in enumerate(sim):
+        chosen = fixed if fixed is not None else list(np.argsort(-row, kind="stable")[:k])
+        if cfg.order == "random":
+            if fixed is None:
+                chosen = [chosen[i] for i in rng_for(seed, "demo-order", task.name, k, q).permutation(len(chosen))]
+        else:  # ascending similarity puts the most similar last; a stable sort keeps ties in pool order
+            chosen = sorted(chosen, key=lambda j: row[j], reverse=cfg.order == "similar_first")
+        out.append([task.train[int(j)] for j in chosen])
+    return out
