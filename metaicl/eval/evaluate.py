@@ -26,9 +26,9 @@ from metaicl.data.tasks import Task, load_collection, sample_demos
 from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
 from metaicl.eval.demos import abstract_task, with_labels
 from metaicl.eval.methods import METHODS, Method
-from metaicl.eval.select import demos_per_query, lm_embedder
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
+from metaicl.eval.select import demos_per_query, lm_embedder
 from metaicl.models.lm import lm_loss, load_lm
 
 SCORINGS = {"sum": False, "mean": True}
