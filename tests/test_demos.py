@@ -194,7 +194,7 @@ def test_knn_selection_picks_the_nearest_embeddings():
 
 
 def test_retrieval_runs_through_the_evaluation_with_a_set_per_query(tmp_path):
-    """bm25 and knn through evaluate_variant on the tiny model: every row still there; in-context scores move,
+    """bm25, knn, mmr and dpp through evaluate_variant on the tiny model: every row still there; in-context scores move,
     0-shot ones do not (they have no demonstrations)."""
     import pandas as pd
 
@@ -205,14 +205,71 @@ def test_retrieval_runs_through_the_evaluation_with_a_set_per_query(tmp_path):
 
     model = tiny_sst2_model(tmp_path)
     tables = {}
-    for selection in ("random", "bm25", "knn"):
+    for selection in ("random", "bm25", "knn", "mmr", "dpp"):
         cfg = EvalConfig(k=[4], seeds=[100], max_test_examples=6, lm_icl=False)
         cfg.demos.selection, cfg.demos.order = selection, "similar_last"
         rows = evaluate_variant("pretrained", model, ["zero_shot", "in_context", "pmi_in_context"],
                                 str(ROOT / "data" / "icl"), ["sst2"], cfg, EpisodeConfig(max_length=256),
                                 FinetuneConfig(), TokenizerSpec("local", path=model))
         tables[selection] = pd.DataFrame(rows).set_index(["method", "k", "seed", "scoring", "metric"]).value
-    for selection in ("bm25", "knn"):
+    for selection in ("bm25", "knn", "mmr", "dpp"):
         assert tables[selection].index.equals(tables["random"].index)
         assert tables[selection].xs("zero_shot").equals(tables["random"].xs("zero_shot"))
         assert not tables[selection].xs("in_context").equals(tables["random"].xs("in_context"))
+
+
+def test_mmr_trades_relevance_for_diversity_and_is_knn_at_lambda_one():
+    import numpy as np
+
+    from metaicl.eval.select import mmr
+
+    relevance = np.array([0.9, 0.89, 0.5, 0.1])
+    pairwise = np.eye(4)
+    pairwise[0, 1] = pairwise[1, 0] = 1.0  # 0 and 1 are the same example twice
+    assert mmr(relevance, pairwise, 2, 1.0) == [0, 1]  # relevance alone: knn's top 2
+    assert mmr(relevance, pairwise, 2, 0.5) == [0, 2]  # 0.5*0.5 - 0 beats 0.5*0.89 - 0.5*1: the duplicate is skipped
+
+
+def test_dpp_picks_one_of_each_cluster_and_a_larger_log_det_than_random_sets():
+    """Three tight clusters of four near-duplicates (unit vectors): the greedy MAP set of 3 takes one per cluster,
+    and log det of its kernel beats every one of 200 random 3-sets of the same pool."""
+    import numpy as np
+
+    from metaicl.eval.select import dpp_greedy
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3)
+    vectors = np.repeat(centres, 4, axis=0) + 0.05 * rng.standard_normal((12, 3))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    quality = rng.uniform(0.5, 1.0, 12)
+    kernel = quality[:, None] * (vectors @ vectors.T) * quality[None, :]
+    chosen = dpp_greedy(kernel, 3)
+    assert sorted(i // 4 for i in chosen) == [0, 1, 2]
+    logdet = np.linalg.slogdet(kernel[np.ix_(chosen, chosen)])[1]
+    others = [np.linalg.slogdet(kernel[np.ix_(s, s)])[1] for s in (rng.choice(12, 3, replace=False) for _ in range(200))]
+    assert logdet >= max(others) - 1e-9
+
+
+def test_mmr_and_dpp_choose_relevant_and_different_demonstrations_for_a_query():
+    """On the planted pool with a planted embedder: knn takes the two duplicates of the query's nearest input,
+    mmr and dpp take one of them and then something else."""
+    import numpy as np
+
+    from metaicl.eval.demos import DemosConfig
+    from metaicl.eval.select import demos_per_query
+
+    train = [Example("p", s, "10", OPTIONS) for s in ("1", "1", "2", "3")]
+    task = Task("p", train, [Example("p", "0", "10", OPTIONS)], OPTIONS)
+    table = {"0": [1.0, 0.0, 0.0], "1": [0.9, 0.44, 0.0], "2": [0.6, 0.0, 0.8], "3": [0.0, 0.0, 1.0]}
+
+    def embed(texts):
+        v = np.array([table[t] for t in texts])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def inputs(selection):
+        [shown] = demos_per_query(task, task.test, 2, 100, DemosConfig(selection=selection, order="similar_first"),
+                                  IdTokenizer(300), embed)
+        return [d.input for d in shown]
+
+    assert inputs("knn") == ["1", "1"]
+    assert inputs("mmr") == ["1", "2"] and inputs("dpp") == ["1", "2"]

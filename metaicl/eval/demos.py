@@ -34,7 +34,9 @@ LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 class DemosConfig:
     selection: str = "random"
     """Which k training examples each query sees: random (one set per seed, MetaICL) | bm25 | knn (the scoring
-    model's mean hidden state; metaicl/eval/select.py)."""
+    model's mean hidden state) | mmr | dpp (relevant and diverse, on the same embeddings; metaicl/eval/select.py)."""
+    mmr_lambda: float = 0.5
+    """selection=mmr: relevance against diversity (1 = knn, 0 = diversity alone)."""
     order: str = "random"
     """Their order: random | similar_last (the most similar next to the query) | similar_first."""
     labels: str = "gold"
@@ -52,6 +54,8 @@ class DemosConfig:
         for key, known in (("selection", SELECTIONS), ("order", ORDERS)):
             if getattr(self, key) not in known:
                 raise ConfigError(f"{prefix}.{key}", f"must be one of {list(known)}, got {getattr(self, key)!r}")
+        if not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ConfigError(f"{prefix}.mmr_lambda", f"must be in [0, 1], got {self.mmr_lambda}")
         if self.labels not in LABEL_MODES:
             raise ConfigError(f"{prefix}.labels", f"must be one of {list(LABEL_MODES)}, got {self.labels!r}")
         if len(set(self.symbols)) != len(self.symbols) or not all(s.strip() for s in self.symbols):

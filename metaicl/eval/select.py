@@ -8,6 +8,13 @@
             knn     the k nearest by cosine of the scoring model's mean final hidden state over the input (the
                     `lm` embedder; Liu et al. 2022, "What Makes Good In-Context Examples for GPT-3?", retrieve by a
                     sentence encoder's embedding).
+            mmr     maximal marginal relevance (Carbonell & Goldstein 1998) on those embeddings: greedily the
+                    example with the best lambda * similarity to the query - (1 - lambda) * its largest similarity
+                    to one already chosen (`eval.demos.mmr_lambda`; 1 = knn).
+            dpp     the greedy MAP set of a determinantal point process whose kernel is quality x similarity,
+                    L_ij = q_i K_ij q_j with K the embeddings' cosine and q_i = (1 + cos(query, i)) / 2 (Ye et al.
+                    2023, "Compositional Exemplars for In-context Learning"; Chen et al. 2018's fast greedy MAP):
+                    relevant and diverse.
   order     random  as drawn (a retrieved set shuffled, keyed by seed, task, k and query);
             similar_last / similar_first  by similarity to the query, the most similar next to the query / first
                     (Liu et al. 2022 put the nearest last). The similarity is knn's under selection knn, else BM25.
@@ -24,7 +31,9 @@ import numpy as np
 from metaicl.core.seeding import rng_for
 from metaicl.data.tasks import Example, Task, sample_demos
 
-SELECTIONS = ("random", "bm25", "knn")
+SELECTIONS = ("random", "bm25", "knn", "mmr", "dpp")
+EMBEDDED = ("knn", "mmr", "dpp")
+"""Selections that read the embeddings (the `lm` embedder); the others, and the order of a random set, BM25."""
 ORDERS = ("random", "similar_last", "similar_first")
 
 
@@ -75,23 +84,66 @@ def similarity(task: Task, queries: list[Example], measure: str, tok, embed=None
     return embed([q.input for q in queries]) @ pool.T
 
 
+def mmr(relevance: np.ndarray, pairwise: np.ndarray, k: int, lam: float) -> list[int]:
+    """Maximal marginal relevance: k indices, each maximising lam * relevance - (1 - lam) * max similarity to
+    those already chosen (ties: the lowest index)."""
+    chosen: list[int] = []
+    redundancy = np.zeros(len(relevance))
+    for _ in range(min(k, len(relevance))):
+        gain = lam * relevance - (1 - lam) * redundancy
+        gain[chosen] = -np.inf
+        j = int(np.argmax(gain))
+        chosen.append(j)
+        redundancy = np.maximum(redundancy, pairwise[j]) if len(chosen) > 1 else pairwise[j].copy()
+    return chosen
+
+
+def dpp_greedy(kernel: np.ndarray, k: int) -> list[int]:
+    """Greedy MAP of a DPP with PSD kernel L (Chen et al. 2018): each step adds the item of the largest marginal
+    gain in log det L_S, kept as d_i^2 and updated by one incremental Cholesky row (O(k n) a step)."""
+    n = len(kernel)
+    d2, rows, chosen = np.diag(kernel).astype(np.float64).copy(), np.zeros((min(k, n), n)), []
+    for t in range(min(k, n)):
+        j = int(np.argmax(d2))
+        if d2[j] <= 1e-12:  # nothing left adds volume: the rest by their own quality
+            rest = [i for i in np.argsort(-np.diag(kernel), kind="stable") if i not in chosen]
+            return chosen + [int(i) for i in rest[: k - len(chosen)]]
+        chosen.append(j)
+        rows[t] = (kernel[j] - rows[:t, j] @ rows[:t]) / np.sqrt(d2[j])
+        d2 = d2 - rows[t] ** 2
+        d2[chosen] = -np.inf
+    return chosen
+
+
 def demos_per_query(task: Task, queries: list[Example], k: int, seed: int, cfg, tok, embed=None,
                     cache: dict | None = None) -> list[list[Example]]:
     """The k demonstrations of each query, selected and ordered as `cfg` (a DemosConfig) says."""
-    measure = "knn" if cfg.selection == "knn" else "bm25"
-    key = (task.name, measure, len(queries))
+    measure = "knn" if cfg.selection in EMBEDDED else "bm25"
+    diverse = cfg.selection in ("mmr", "dpp")
+    key = (task.name, measure, len(queries), diverse)
     if cache is not None and key in cache:
-        sim = cache[key]
+        sim, pool = cache[key]
     else:
-        sim = similarity(task, queries, measure, tok, embed)
+        sim, pool = similarity(task, queries, measure, tok, embed), None
+        if diverse:  # similarities within the pool: the diversity term
+            vectors = embed([e.input for e in task.train])
+            pool = vectors @ vectors.T
         if cache is not None:
-            cache[key] = sim
+            cache[key] = sim, pool
     fixed = None
     if cfg.selection == "random":
         fixed = [task.train.index(d) for d in sample_demos(task, k, seed)]
     out = []
     for q, row in enumerate(sim):
-        chosen = fixed if fixed is not None else list(np.argsort(-row, kind="stable")[:k])
+        if fixed is not None:
+            chosen = fixed
+        elif cfg.selection == "mmr":
+            chosen = mmr(row, pool, k, cfg.mmr_lambda)
+        elif cfg.selection == "dpp":
+            quality = np.clip((1 + row) / 2, 1e-6, None)
+            chosen = dpp_greedy(quality[:, None] * pool * quality[None, :], k)
+        else:
+            chosen = list(np.argsort(-row, kind="stable")[:k])
         if cfg.order == "random":
             if fixed is None:
                 chosen = [chosen[i] for i in rng_for(seed, "demo-order", task.name, k, q).permutation(len(chosen))]
