@@ -55,7 +55,8 @@ def read_inputs(cfg: ExperimentConfig) -> Inputs:
         tokenizer = cfg.lm.tokenizer or cfg.lm.name_or_path
         return Inputs(manifest, Path(cfg.tasks.path).absolute(), list(cfg.tasks.meta_train), list(cfg.tasks.eval),
                       TokenizerSpec("local", path=tokenizer) if tokenizer else None)
-    root = tasks_dir(cfg, token_range_of(manifest, cfg.tasks.source, key="tasks.source")) if manifest else None
+    root = tasks_dir(cfg, token_range_of(manifest, cfg.tasks.source, key="tasks.source"),
+                     separator_ids(cfg, manifest)) if manifest else None
     if root is None or not (root / "families.json").exists():
         return Inputs(manifest, root, [], [], None)
     info = read_json(root / "families.json")
@@ -63,9 +64,18 @@ def read_inputs(cfg: ExperimentConfig) -> Inputs:
                   TokenizerSpec(**info["tokenizer"]))
 
 
-def tasks_dir(cfg: ExperimentConfig, span) -> Path:
+def separator_ids(cfg: ExperimentConfig, manifest) -> dict | None:
+    """{"input": id, "example": id} of the mixture source tasks.separators names (its manifest entry), or None."""
+    if cfg.tasks.separators is None:
+        return None
+    return manifest.sources[cfg.tasks.separators]["separators"]
+
+
+def tasks_dir(cfg: ExperimentConfig, span, separators: dict | None = None) -> Path:
     """Where the synthetic task collection written with the token ids `span` lives (shared across runs)."""
     reads = {"tasks": to_dict(cfg.tasks.synthetic), "token_range": list(span)}
+    if separators:
+        reads["separators"] = separators
     return Path(cfg.data_root).absolute() / f"tasks-{config_hash(reads)[:8]}"
 
 
@@ -106,7 +116,9 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
         root = inputs.tasks or Path(cfg.data_root).absolute() / "tasks-<after data>"
         span = token_range_of(inputs.manifest, cfg.tasks.source) if inputs.manifest else None
         steps.append(Step("tasks", "tasks", root, "families.json", known=inputs.tasks is not None,
-                          make=lambda _: build_task_families(cfg.tasks.synthetic, span, root)))
+                          make=lambda _: build_task_families(
+                              cfg.tasks.synthetic, span, root,
+                              separators=separator_ids(cfg, inputs.manifest) if inputs.manifest else None)))
     pre, base = None, cfg.lm.name_or_path
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
         manifest = target_dir(cfg.pretrain, cfg.data_root).absolute() / "manifest.json"

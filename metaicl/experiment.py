@@ -112,6 +112,11 @@ class TasksConfig:
     """Task families generated in the mixture's synthetic language (instead of `path`); split by family."""
     source: str = "zipf"
     """Synthetic tasks: the `pretrain:` source whose token ids make the tasks' words."""
+    separators: Optional[str] = None
+    """Synthetic tasks: the `pretrain:` bursty_fewshot source (with `separators: true`) whose reserved ids the
+    episodes' "\\t" (input separator) and "\\n" (example separator) become: ids pretraining saw in that role
+    (issue 15). Set episodes.input_sep / example_sep to "\\t" / "\\n" to use them. None: "\\n" is the document
+    boundary (id 0) and a space separates nothing."""
 
     def validate(self, prefix: str = "tasks") -> None:
         if (self.path is None) == (self.synthetic is None):
@@ -212,6 +217,9 @@ class ExperimentConfig:
         if self.metatrain.curriculum is not None or (self.lm is None and self.train.curriculum is not None):
             key = "metatrain.curriculum" if self.metatrain.curriculum is not None else "train.curriculum"
             raise ConfigError(key, "the curriculum on prompt length is for pretraining on function-class prompts")
+        if self.data is not None and self.data.separators:
+            raise ConfigError("data.separators", "the classifier reads item vectors, not tokens: separators are a "
+                                                 "token-mixture knob (pretrain.sources.<s>.bursty_fewshot.separators)")
         if self.lm is not None:
             self._validate_lm()
         elif self.tasks is not None:
@@ -242,6 +250,12 @@ class ExperimentConfig:
         if synthetic and self.tasks.source not in self.pretrain.sources:
             raise ConfigError("tasks.source", f"no source {self.tasks.source!r} in pretrain.sources "
                                               f"(known: {', '.join(self.pretrain.sources)})")
+        if self.tasks is not None and self.tasks.separators is not None:
+            source = self.pretrain.sources.get(self.tasks.separators) if synthetic else None
+            if source is None or source.kind != "bursty_fewshot" or not source.bursty_fewshot.separators:
+                raise ConfigError("tasks.separators", f"{self.tasks.separators!r} must name a pretrain source of kind "
+                                                      f"bursty_fewshot with bursty_fewshot.separators: true "
+                                                      f"(synthetic tasks only)")
         if self.pretrain is not None and self.pretrain.context_length > self.lm.context_length:
             raise ConfigError("lm.context_length", f"{self.lm.context_length} positions < pretrain.context_length="
                                                    f"{self.pretrain.context_length}")
@@ -355,7 +369,8 @@ def run_hash(cfg: ExperimentConfig) -> str:
 _LM_ONLY = ("episodes", "metatrain", "finetune", "eval.methods", "eval.k", "eval.seeds", "eval.null_input",
             "eval.max_test_examples", "eval.lm_icl", "eval.regression", "eval.icl_vs_finetune", "eval.use_gpu",
             "eval.gpus_per_worker", "eval.cpus_per_worker", "eval.demos")
-OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY, "data": _LM_ONLY + ("eval.sets",)}
+OTHER_KIND = {"lm": ("eval.sets",), "classifier": _LM_ONLY + ("data.separators",),
+              "data": _LM_ONLY + ("eval.sets", "data.separators")}
 """Keys a kind of experiment never reads: their defaults stay out of its run hash."""
 
 

@@ -28,7 +28,7 @@ from pretrain_data.tasks import run_tasks
 
 
 def data_hash(cfg: BurstyDataConfig) -> str:
-    return config_hash(asdict(cfg))
+    return config_hash(cfg.hashed())
 
 
 def data_dir(cfg: BurstyDataConfig, data_root: str | Path) -> Path:

@@ -9,7 +9,7 @@ dataclass goes into the data hash that names the data directory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from metaicl.core.errors import ConfigError, check_at_least
 
@@ -48,6 +48,19 @@ class BurstyDataConfig:
     number of Ray workers."""
     seed: int = 0
     """data_seed: class means, label map and every shard derive from (seed, part, shard index)."""
+    separators: bool = False
+    """Token mixtures only (a `bursty_fewshot` source): each pair written as class, input separator, label, example
+    separator, two reserved ids after the labels: a MetaICL episode's layout (x <input_sep> y <example_sep>), so
+    episodes can be separated by ids pretraining saw in that role (`tasks.separators`; issue 15). False: c_1 l_1
+    c_2 l_2 ... (Chan et al. 2022)."""
+
+    def hashed(self) -> dict:
+        """The fields that name the data: all, but `separators` only where set (data built before it existed keeps
+        its name)."""
+        out = asdict(self)
+        if not self.separators:
+            out.pop("separators")
+        return out
 
     def validate(self, prefix: str = "data") -> None:
         def bad(key: str, msg: str) -> ConfigError:

@@ -31,7 +31,7 @@ from pretrain_data.blend import blended_index
 from pretrain_data.manifest import Manifest, ShardEntry
 from pretrain_data.mixture_config import MixtureConfig, SourceConfig
 from pretrain_data.pack import pack, stream_tokens
-from pretrain_data.sources import Docs, apply_transforms, generate, prompt_table, source_vocab
+from pretrain_data.sources import Docs, apply_transforms, bursty_separators, generate, prompt_table, source_vocab
 from pretrain_data.tasks import run_tasks
 
 
@@ -173,6 +173,10 @@ def _write(cfg, out, names, vocab, offsets, blend, windows, tables, corpora, max
                          "weight": s.weight, "windows": windows[name],
                          "tokens": windows[name] * cfg.context_length,
                          "share": round(windows[name] / len(blend), 6)}
+        separators = bursty_separators(s.bursty_fewshot) if s.kind == "bursty_fewshot" else None
+        if separators:  # the mixture's ids of the episode separators (tasks.separators reads them)
+            sources[name]["separators"] = {"input": offsets[name] + separators[0],
+                                           "example": offsets[name] + separators[1]}
         if name in corpora:
             sources[name].update(tokenizer=f"{name}.tokenizer.json", epochs=round(tables[name][1], 4),
                                  unique_tokens=stream_tokens(corpora[name].docs))

@@ -95,7 +95,8 @@ class SourceConfig:
     def resolved(self) -> dict:
         """The source as it is hashed and recorded: its own generator group only."""
         out = {k: v for k, v in asdict(self).items() if k not in SOURCE_KINDS}
-        out[self.kind] = asdict(self.generator())
+        generator = self.generator()
+        out[self.kind] = generator.hashed() if hasattr(generator, "hashed") else asdict(generator)
         return out
 
 

@@ -35,12 +35,27 @@ class Docs:
         return Docs([self.tokens[i] for i in index], self.groups[index], self.ids[index])
 
 
+def bursty_vocab(cfg: BurstyDataConfig) -> int:
+    """Classes, labels, and with `separators` the input and example separators (the last two ids)."""
+    return cfg.num_classes + cfg.num_novel_classes + cfg.num_labels + 2 * cfg.separators
+
+
+def bursty_separators(cfg: BurstyDataConfig) -> tuple[int, int] | None:
+    """(input separator, example separator) in the source's own ids, or None."""
+    return (bursty_vocab(cfg) - 2, bursty_vocab(cfg) - 1) if cfg.separators else None
+
+
 def _bursty_tokens(cfg: BurstyDataConfig, rng: np.random.Generator, n: int):
     """The spine's few-shot sequences as tokens: class ids, then each label as num_classes_total + label
-    (Chan et al. 2022's sequences with symbols for items): c_1 l_1 ... c_N l_N c_q l_q."""
+    (Chan et al. 2022's sequences with symbols for items): c_1 l_1 ... c_N l_N c_q l_q; with separators
+    c_1 S l_1 E ... c_q S l_q E, an episode's layout."""
     classes, labels, _ = sample_train(cfg, class_table(cfg), rng, n)
     total = cfg.num_classes + cfg.num_novel_classes
-    seq = np.stack([classes, labels + total], axis=2).reshape(n, -1).astype(np.int32)
+    parts = [classes, labels + total]
+    if cfg.separators:
+        sep, end = bursty_separators(cfg)
+        parts = [classes, np.full_like(classes, sep), labels + total, np.full_like(classes, end)]
+    seq = np.stack(parts, axis=2).reshape(n, -1).astype(np.int32)
     return seq, classes[:, -1]
 
 
@@ -48,7 +63,7 @@ def _bursty_tokens(cfg: BurstyDataConfig, rng: np.random.Generator, n: int):
 GENERATORS: dict[str, tuple[Callable, Callable]] = {
     "zipf_lm": (lambda c: c.vocab_size, lambda c, rng, n: (zipf_docs(c, rng, n), None)),
     "ginc": (ginc.vocab_size, ginc.sample_docs),
-    "bursty_fewshot": (lambda c: c.num_classes + c.num_novel_classes + c.num_labels, _bursty_tokens),
+    "bursty_fewshot": (bursty_vocab, _bursty_tokens),
 }
 
 

@@ -329,8 +329,10 @@ def write_task(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_nam
 
 
 def build_task_families(cfg: TaskFamiliesConfig, token_range: tuple[int, int], out_dir: str | Path,
-                        prefix: str = "tasks.synthetic") -> dict:
-    """Write the collection to `out_dir` (replacing an earlier collection there) and return families.json's dict."""
+                        prefix: str = "tasks.synthetic", separators: dict | None = None) -> dict:
+    """Write the collection to `out_dir` (replacing an earlier collection there) and return families.json's dict.
+    `separators` ({"input": id, "example": id}, a mixture source's; tasks.separators): the ids "\\t" and "\\n" of
+    the episodes are read as (families.json's tokenizer says so)."""
     token_range = (int(token_range[0]), int(token_range[1]))
     cfg.validate(prefix, token_range)
     out = Path(out_dir)
@@ -345,6 +347,10 @@ def build_task_families(cfg: TaskFamiliesConfig, token_range: tuple[int, int], o
                            "eval": [t for f in cfg.eval_families for t in families[f]]},
                 "leakage": leakage(cfg, token_range),
                 "tokenizer": {"kind": "ids", "vocab_size": token_range[1]}}  # every id of the text is below it
+        if separators:
+            info["tokenizer"] = {"kind": "ids", "newline_id": separators["example"], "tab_id": separators["input"],
+                                 "vocab_size": max(token_range[1], separators["input"] + 1,
+                                                   separators["example"] + 1)}
         write_json(tmp / "families.json", info)
     return info
 

@@ -159,3 +159,46 @@ def test_meta_training_is_one_step_shared_by_configs_that_differ_only_in_evaluat
     assert where(init="pretrain-11111111") != base and where(tasks="tasks-11111111") != base
     assert where(variant="channel_metaicl") != base and where(variant="channel_metaicl").name.startswith(
         "metatrain-channel_metaicl-")
+
+
+def test_episodes_separated_by_the_ids_pretraining_saw_in_that_role(tmp_path):
+    """tasks.separators (issue 15): families.json's tokenizer reads "\\t" and "\\n" as the bursty source's reserved
+    separator ids, so an episode is [bos] x S y E ... x S y, as that source's pretraining sequences are c S l E;
+    without it "\\n" is the document boundary (0) and nothing marks the answer slot. Decoded, the episode shows it."""
+    from metaicl.data.episodes import EpisodeConfig, train_sequence
+    from metaicl.data.tasks import load_collection
+    from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
+    from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
+
+    cfg = TaskFamiliesConfig(meta_train_families=["first_token"], eval_families=["last_token"], tasks_per_family=1,
+                             eval_tasks_per_family=1, input_length=2, train_examples=6, test_examples=3)
+    seps = {"input": 3098, "example": 3099}
+    for name, separators in (("plain", None), ("separated", seps)):
+        info = build_task_families(cfg, (1, 1000), tmp_path / name, separators=separators)
+        tok = load_tokenizer(TokenizerSpec(**info["tokenizer"]))
+        task = load_collection(tmp_path / name, ["first_token_000"])["first_token_000"]
+        episodes = EpisodeConfig(input_sep="\t" if separators else " ", example_sep="\n", max_length=64)
+        seq = train_sequence(task.train[:2], task.train[2], episodes, tok)
+        words = [task.train[i].output for i in range(3)]
+        if separators:
+            assert seq.ids[0] == 0 and seq.ids[3::5] == [3098] * 3 and seq.ids[5::5] == [3099] * 2
+            assert [str(seq.ids[i]) for i in (4, 9, 14)] == words  # the label after each input separator
+            assert tok.decode(seq.ids) == "0 " + "\n".join(f"{e.input}\t{e.output}" for e in task.train[:3])
+        else:
+            assert seq.ids.count(0) == 3 and 3098 not in seq.ids  # bos and two boundaries, no separator ids
+
+
+@pytest.mark.parametrize("overrides", [["tasks.separators=zipf"], ["tasks.separators=fewshot"],
+                                       ["tasks.separators=nowhere"]])
+def test_tasks_separators_must_name_a_bursty_source_that_writes_them(overrides):
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, SYNTHETIC, overrides)
+    assert err.value.key == "tasks.separators"
+    cfg = load_config(ExperimentConfig, SYNTHETIC, ["tasks.separators=fewshot",
+                                                    "pretrain.sources.fewshot.bursty_fewshot.separators=true"])[0]
+    assert cfg.tasks.separators == "fewshot"
+
+
+def test_the_classifier_refuses_separators():
+    with pytest.raises(ConfigError, match="data.separators: the classifier reads item vectors"):
+        load_config(ExperimentConfig, ROOT / "configs" / "tiny.yaml", ["data.separators=true"])

@@ -170,3 +170,30 @@ def test_token_stream_follows_the_blend_and_reads_every_window_once(ray_session,
     for name, rows in by_source.items():
         mine = everything[stream.source == manifest.sources[name]["ordinal"]]
         assert np.array_equal(mine, rows)  # each source's windows, in order, none lost or repeated
+
+
+def test_few_shot_pairs_with_separators_are_written_as_episodes_are(ray_session, tmp_path):
+    """bursty_fewshot.separators (issue 15): every pair is class, input separator, label, example separator, with
+    two reserved ids after the labels, recorded in the manifest for the episodes (tasks.separators). Off, the
+    data keeps the name it had before the knob existed."""
+    from metaicl.core.hashing import config_hash
+    from pretrain_data.build import data_hash
+    from pretrain_data.config import BurstyDataConfig
+
+    cfg = two_sources()
+    cfg.sources["fewshot"].bursty_fewshot.separators = True
+    manifest = build(cfg, tmp_path, progress=False)
+    info = manifest.sources["fewshot"]
+    sep, end = info["separators"]["input"], info["separators"]["example"]
+    assert (sep, end) == (info["offset"] + info["vocab_size"] - 2, info["offset"] + info["vocab_size"] - 1)
+    ids = np.concatenate([fixed_list(pq.read_table(manifest.root / s.file).column("input_ids")).ravel()
+                          for s in manifest.shards if s.source == "fewshot"])
+    cuts = np.flatnonzero(ids == BOUNDARY)
+    whole = [ids[a + 1:b] for a, b in zip(cuts, cuts[1:]) if b - a - 1 == 4 * 9]  # 8 context pairs and the query
+    assert len(whole) > 10
+    for doc in whole:
+        assert (doc[1::4] == sep).all() and (doc[3::4] == end).all()
+        assert not np.isin(doc[0::4], [sep, end]).any() and not np.isin(doc[2::4], [sep, end]).any()
+    assert "separators" not in build(two_sources(), tmp_path, progress=False).sources["fewshot"]
+    plain = BurstyDataConfig()
+    assert data_hash(plain) == config_hash({k: v for k, v in plain.__dict__.items() if k != "separators"})

@@ -33,12 +33,16 @@ class Tokenizer(Protocol):
 
 
 class IdTokenizer:
-    """Text of whitespace-separated integer ids; every "\\n" is the token `newline_id`, spaces make no token."""
+    """Text of whitespace-separated integer ids; every "\\n" is the token `newline_id`, every "\\t" the token
+    `tab_id` (if >= 0; else a tab is a space), spaces make no token. bos is id 0, the document boundary. A mixture
+    whose bursty source writes episode separators (tasks.separators) gives newline and tab their ids; by default
+    "\\n" is the boundary itself."""
 
-    def __init__(self, vocab_size: int, newline_id: int = 0):
-        if not 0 <= newline_id < vocab_size:
-            raise ValueError(f"newline_id {newline_id} is outside the vocabulary [0, {vocab_size})")
-        self.vocab_size, self.newline_id, self.bos_id = vocab_size, newline_id, newline_id
+    def __init__(self, vocab_size: int, newline_id: int = 0, tab_id: int = -1):
+        for name, i in (("newline_id", newline_id), ("tab_id", tab_id)):
+            if not (0 <= i < vocab_size or (name == "tab_id" and i == -1)):
+                raise ValueError(f"{name} {i} is outside the vocabulary [0, {vocab_size})")
+        self.vocab_size, self.newline_id, self.tab_id, self.bos_id = vocab_size, newline_id, tab_id, 0
 
     def _id(self, word: str) -> int:
         if not (word.isascii() and word.isdigit()) or int(word) >= self.vocab_size:
@@ -50,17 +54,21 @@ class IdTokenizer:
         for i, line in enumerate(text.split("\n")):
             if i:
                 ids.append(self.newline_id)
-            ids.extend(self._id(word) for word in line.split())
+            parts = line.split("\t") if self.tab_id >= 0 else [line]
+            for j, part in enumerate(parts):
+                if j:
+                    ids.append(self.tab_id)
+                ids.extend(self._id(word) for word in part.split())
         return ids
 
     def decode(self, ids) -> str:
         """Inverse of encode up to spacing: encode(decode(ids)) == ids."""
         out = []
         for i in map(int, ids):
-            if i == self.newline_id:
-                out.append("\n")
+            if i in (self.newline_id, self.tab_id):
+                out.append("\n" if i == self.newline_id else "\t")
             else:
-                out.append(f" {i}" if out and out[-1] != "\n" else str(i))
+                out.append(f" {i}" if out and out[-1] not in "\n\t" else str(i))
         return "".join(out)
 
 
@@ -123,6 +131,10 @@ class TokenizerSpec:
     """ids: every id of the text is below it."""
     path: str = ""
     """local: a tokenizer directory or a tokenizers *.json file."""
+    newline_id: int = 0
+    """ids: the id "\\n" reads as (0: the document boundary; a mixture's example separator with tasks.separators)."""
+    tab_id: int = -1
+    """ids: the id "\\t" reads as (-1: none, a tab is a space; a mixture's input separator with tasks.separators)."""
 
 
 def load_tokenizer(spec: TokenizerSpec | str) -> IdTokenizer | HFTokenizer:
@@ -133,7 +145,7 @@ def load_tokenizer(spec: TokenizerSpec | str) -> IdTokenizer | HFTokenizer:
     if spec.kind == "ids":
         if spec.vocab_size < 1:
             raise ConfigError("tokenizer", f"an ids tokenizer needs vocab_size >= 1, got {spec.vocab_size}")
-        return IdTokenizer(spec.vocab_size)
+        return IdTokenizer(spec.vocab_size, spec.newline_id, spec.tab_id)
     path = Path(spec.path)
     if spec.kind == "local" and path.is_dir():
         return HFTokenizer.from_dir(path)
