@@ -76,12 +76,14 @@ def lm_embedder(model, tok, device="cpu", batch: int = 32) -> Callable[[list[str
     return embed
 
 
-def similarity(task: Task, queries: list[Example], measure: str, tok, embed=None) -> np.ndarray:
-    """(queries, training pool) similarity of each query's input to each training example's input."""
+def similarity(task: Task, queries: list[Example], measure: str, tok, embed=None,
+               within_pool: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(queries, training pool) similarity of each query's input to each training example's input, and with
+    `within_pool` (knn only) the pool's own (pool, pool) similarities; the pool is embedded once."""
     if measure == "bm25":
-        return bm25([tok.encode(q.input) for q in queries], [tok.encode(e.input) for e in task.train])
+        return bm25([tok.encode(q.input) for q in queries], [tok.encode(e.input) for e in task.train]), None
     pool = embed([e.input for e in task.train])
-    return embed([q.input for q in queries]) @ pool.T
+    return embed([q.input for q in queries]) @ pool.T, pool @ pool.T if within_pool else None
 
 
 def mmr(relevance: np.ndarray, pairwise: np.ndarray, k: int, lam: float) -> list[int]:
@@ -123,11 +125,8 @@ def demos_per_query(task: Task, queries: list[Example], k: int, seed: int, cfg, 
     key = (task.name, measure, len(queries), diverse)
     if cache is not None and key in cache:
         sim, pool = cache[key]
-    else:
-        sim, pool = similarity(task, queries, measure, tok, embed), None
-        if diverse:  # similarities within the pool: the diversity term
-            vectors = embed([e.input for e in task.train])
-            pool = vectors @ vectors.T
+    else:  # mmr and dpp also need the pool's own similarities: their diversity term
+        sim, pool = similarity(task, queries, measure, tok, embed, within_pool=diverse)
         if cache is not None:
             cache[key] = sim, pool
     fixed = None
