@@ -5,8 +5,9 @@
     ids = tok.encode("great movie")           # never adds special tokens: episodes place bos themselves
 
 `IdTokenizer` reads text that *is* token ids, so a model pretrained on a synthetic mixture can be given MetaICL
-episodes written as text; its newline is the document-boundary token (id 0) of those mixtures, so the default
-separators of MetaICL (newlines, Min et al. 2022) become boundary tokens. `HFTokenizer` wraps a local Hugging
+episodes written as text; its newline is by default the document-boundary token (id 0) of those mixtures, so the
+default separators of MetaICL (newlines, Min et al. 2022) become boundary tokens, unless the collection names
+separator ids of their own (newline_id, tab_id: tasks.separators, issue 15). `HFTokenizer` wraps a local Hugging
 Face tokenizer (never downloaded, never remote code).
 """
 from __future__ import annotations
