@@ -33,6 +33,7 @@ from metaicl.core.ray_local import ClusterConfig
 from metaicl.data.episodes import LOSS_ON, EpisodeConfig
 from metaicl.eval.config import EvalConfig
 from metaicl.models.config import ModelConfig
+from metaicl.models.adapters import ADAPTERS
 from metaicl.models.lm import LMConfig
 from metaicl.train.config import TrainConfig
 from pretrain_data.config import BurstyDataConfig
@@ -157,9 +158,15 @@ class FinetuneConfig:
     """Optimiser steps on the target task's k examples (MetaICL's Fine-tune baseline)."""
     lr: float = 1e-3
     """AdamW learning rate."""
+    method: str = "full"
+    """full (every weight, MetaICL) | lora | ia3 (a `peft` adapter alone trains; metaicl/models/adapters.py)."""
+    rank: int = 8
+    """method=lora: the rank of the low-rank updates (alpha = 2 x rank)."""
 
     def validate(self, prefix: str = "finetune") -> None:
-        check_at_least(self, prefix, ("steps",), 1)
+        check_at_least(self, prefix, ("steps", "rank"), 1)
+        if self.method not in ADAPTERS:
+            raise ConfigError(f"{prefix}.method", f"must be one of {list(ADAPTERS)}, got {self.method!r}")
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
 

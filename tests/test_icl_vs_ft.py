@@ -59,9 +59,10 @@ def test_without_demonstrations_in_context_learning_changes_nothing(model):
 
 def test_a_fine_tuned_copy_moves_its_attention_output_against_a_random_control(model):
     from metaicl.eval.evaluate import finetuned
+    from metaicl.experiment import FinetuneConfig
 
     demos = task().train[:4]
-    tuned = finetuned(model, demos, EPISODES, TOK, steps=20, lr=1e-2, device="cpu")
+    tuned, _ = finetuned(model, demos, EPISODES, TOK, FinetuneConfig(steps=20, lr=1e-2), device="cpu")
     before = copy.deepcopy(model.config._attn_implementation)
     s = sims(model, tuned, demos)
     assert all(-1.0 <= v <= 1.0 for v in s.values()) and s["simaou"] != 0.0

@@ -296,6 +296,10 @@ def test_every_method_of_the_table_gives_rows(tmp_path):
     oracle = results[results.metric == "oracle_accuracy"]  # once per (k, task, seed), whichever methods ran
     assert len(oracle) == 2 * 2 * 2 and oracle.method.isna().all() and oracle.value.between(0, 1).all()
     results = results[results.metric != "oracle_accuracy"]
+    trained = results[results.metric == "trained_params"]  # each fine-tune, per (k, task, seed): every weight here
+    assert len(trained) == 2 * 2 * 2 * 2 and set(trained.method) == {"finetune", "finetune_metatrain"}
+    assert (trained.value == sum(p.numel() for p in build_lm(LMConfig(context_length=64), 40).parameters())).all()
+    results = results[results.metric != "trained_params"]
     assert set(results.method) == set(METHODS)
     per = results.groupby("method").k.agg(set)
     assert all(per[m] == ({0} if not (METHODS[m].demos or METHODS[m].finetune) else {2, 4}) for m in METHODS)

@@ -66,17 +66,22 @@ def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConf
     return preds
 
 
-def finetuned(model, demos, episodes: EpisodeConfig, tok, steps: int, lr: float, device):
-    """A copy of `model` trained on the k examples as 0-shot sequences (loss on the output only), full batch."""
-    tuned = copy.deepcopy(model).train()
+def finetuned(model, demos, episodes: EpisodeConfig, tok, finetune, device):
+    """A copy of `model` trained on the k examples as 0-shot sequences (loss on the output only), full batch, every
+    weight or an adapter's (finetune.method, metaicl/models/adapters.py); (the tuned model, merged, and the number
+    of parameters that trained)."""
+    from metaicl.models.adapters import merged, trained_parameters, with_adapter
+
+    tuned = with_adapter(copy.deepcopy(model), finetune.method, finetune.rank).train()
     seqs = [train_sequence([], ex, dataclasses.replace(episodes, method="direct"), tok) for ex in demos]
     batch = tuple(t.to(device) for t in pad([s.ids for s in seqs], [s.loss_mask for s in seqs]))
-    optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr)
-    for _ in range(steps):
+    optimizer = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=finetune.lr)
+    for _ in range(finetune.steps):
         optimizer.zero_grad(set_to_none=True)
         lm_loss(tuned, batch).backward()
         optimizer.step()
-    return tuned.eval()
+    trained = trained_parameters(tuned)
+    return merged(tuned).eval(), trained
 
 
 def rows_for(method_name: str, task: Task, k: int, seed: int, preds: dict[str, np.ndarray], cfg) -> list[dict]:
@@ -142,8 +147,10 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
         for seed in cfg.seeds:
             demos, raw = with_labels(sample_demos(task, k, seed), task, cfg.demos.labels, seed), []
             if method.finetune:
-                tuned = finetuned(model, demos, episodes, tok, finetune.steps, finetune.lr, device)
+                tuned, trained = finetuned(model, demos, episodes, tok, finetune, device)
                 preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)
+                rows.append({"method": name, "task": task.name, "k": k, "seed": seed, "metric": "trained_params",
+                             "value": float(trained)})
                 if cfg.icl_vs_finetune and name == "finetune":  # the same demonstrations in context, and tuned on
                     from metaicl.eval.icl_vs_ft import icl_vs_ft_rows
 

@@ -1,0 +1,44 @@
+"""Parameter-efficient fine-tuning (issue 16): the Fine-tune baselines with `peft` adapters instead of every weight.
+
+    tuned = with_adapter(copy.deepcopy(model), "lora", rank=8)   # only the adapter's parameters train
+    ... train ...
+    trained_parameters(tuned); tuned.save_pretrained(dir)          # peft's format: adapter_config.json + safetensors
+    plain = merged(tuned)                                          # the base class again, for the scorers
+
+  full  every weight (MetaICL's Fine-tune).
+  lora  low-rank updates of the attention projections (Hu et al. 2022; peft's default targets per architecture:
+        GPT-2's fused c_attn, Llama's q_proj and v_proj), rank `finetune.rank`, alpha = 2 x rank.
+  ia3   learned rescaling of keys, values and the MLP's activations (Liu et al. 2022, "Few-Shot
+        Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning").
+Both merge into the weights after training, so the scorers (KV cache, hidden states) see a plain model. Prompt
+tuning prepends virtual tokens, which cannot be merged and would shift every position the scorers read: not here.
+"""
+from __future__ import annotations
+
+ADAPTERS = ("full", "lora", "ia3")
+
+
+def with_adapter(model, method: str, rank: int = 8):
+    """`model` wrapped with a fresh adapter (its base weights frozen), or `model` itself for `full`."""
+    if method == "full":
+        return model
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    conv1d = getattr(model.config, "model_type", "") == "gpt2"  # GPT-2's projections are Conv1D (weights transposed)
+    if method == "lora":
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, fan_in_fan_out=conv1d,
+                            task_type="CAUSAL_LM")
+    elif method == "ia3":
+        config = IA3Config(fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+    else:
+        raise ValueError(f"unknown adapter {method!r} (known: {', '.join(ADAPTERS)})")
+    return get_peft_model(model, config)
+
+
+def trained_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def merged(model):
+    """The adapter folded into the base weights (a plain `transformers` model); a model without one as it is."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
