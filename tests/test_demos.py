@@ -205,14 +205,14 @@ def test_retrieval_runs_through_the_evaluation_with_a_set_per_query(tmp_path):
 
     model = tiny_sst2_model(tmp_path)
     tables = {}
-    for selection in ("random", "bm25", "knn", "mmr", "dpp"):
+    for selection in ("random", "balanced", "bm25", "knn", "mmr", "dpp"):
         cfg = EvalConfig(k=[4], seeds=[100], max_test_examples=6, lm_icl=False)
         cfg.demos.selection, cfg.demos.order = selection, "similar_last"
         rows = evaluate_variant("pretrained", model, ["zero_shot", "in_context", "pmi_in_context"],
                                 str(ROOT / "data" / "icl"), ["sst2"], cfg, EpisodeConfig(max_length=256),
                                 FinetuneConfig(), TokenizerSpec("local", path=model))
         tables[selection] = pd.DataFrame(rows).set_index(["method", "k", "seed", "scoring", "metric"]).value
-    for selection in ("bm25", "knn", "mmr", "dpp"):
+    for selection in ("balanced", "bm25", "knn", "mmr", "dpp"):
         assert tables[selection].index.equals(tables["random"].index)
         assert tables[selection].xs("zero_shot").equals(tables["random"].xs("zero_shot"))
         assert not tables[selection].xs("in_context").equals(tables["random"].xs("in_context"))
@@ -273,3 +273,19 @@ def test_mmr_and_dpp_choose_relevant_and_different_demonstrations_for_a_query():
 
     assert inputs("knn") == ["1", "1"]
     assert inputs("mmr") == ["1", "2"] and inputs("dpp") == ["1", "2"]
+
+
+def test_balanced_sets_show_every_label_as_evenly_as_the_pool_allows():
+    """selection=balanced (issue 15's 'demonstrations that contain each class'): one set per seed, each of the 3
+    labels floor(k/3) or ceil(k/3) times; random sets at k = 4 miss a label in about half the seeds."""
+    from metaicl.eval.select import balanced_demos
+
+    for k in (3, 4, 5, 9):
+        for seed in range(30):
+            counts = Counter(d.output for d in balanced_demos(TASK, k, seed))
+            assert set(counts) == set(OPTIONS) and max(counts.values()) - min(counts.values()) <= 1, (k, seed)
+    assert balanced_demos(TASK, 4, 7) == balanced_demos(TASK, 4, 7) != balanced_demos(TASK, 4, 8)
+    missing = sum(len({d.output for d in sample_demos(TASK, 4, seed)}) < 3 for seed in range(300))
+    assert 120 < missing < 180  # drawn with replacement: 3 (2/3)^4 - 3 (1/3)^4 = 0.56; from 10 per label a bit less
+    short = Task("s", [Example("s", str(i), o, OPTIONS) for i, o in enumerate(["10"] * 6 + ["20"])], [], OPTIONS)
+    assert Counter(d.output for d in balanced_demos(short, 5, 0)) == {"10": 4, "20": 1}  # the pool runs out

@@ -25,7 +25,7 @@ from typing import List
 from metaicl.core.errors import ConfigError
 from metaicl.core.seeding import rng_for
 from metaicl.data.tasks import Example, Task
-from metaicl.eval.select import ORDERS, SELECTIONS
+from metaicl.eval.select import ORDERS, SELECTIONS, SHARED
 
 LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 
@@ -33,7 +33,8 @@ LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 @dataclass
 class DemosConfig:
     selection: str = "random"
-    """Which k training examples each query sees: random (one set per seed, MetaICL) | bm25 | knn (the scoring
+    """Which k training examples each query sees: random (one set per seed, MetaICL) | balanced (one set per seed,
+    every label as evenly as the pool allows) | bm25 | knn (the scoring
     model's mean hidden state) | mmr | dpp (relevant and diverse, on the same embeddings; metaicl/eval/select.py)."""
     mmr_lambda: float = 0.5
     """selection=mmr: relevance against diversity (1 = knn, 0 = diversity alone)."""
@@ -48,7 +49,7 @@ class DemosConfig:
     @property
     def per_query(self) -> bool:
         """Each query has demonstrations of its own (retrieved, or ordered by its similarity)."""
-        return self.selection != "random" or self.order != "random"
+        return self.selection not in SHARED or self.order != "random"
 
     def validate(self, prefix: str = "eval.demos") -> None:
         for key, known in (("selection", SELECTIONS), ("order", ORDERS)):

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from metaicl.data.episodes import EpisodeConfig, pad, score_request, train_sequence
-from metaicl.data.tasks import Task, load_collection, sample_demos
+from metaicl.data.tasks import Task, load_collection
 from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
 from metaicl.eval.demos import abstract_task, with_labels
 from metaicl.eval.methods import METHODS, Method
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
-from metaicl.eval.select import demos_per_query, lm_embedder
+from metaicl.eval.select import SHARED, demos_per_query, lm_embedder, shared_set
 from metaicl.models.lm import lm_loss, load_lm
 
 SCORINGS = {"sum": False, "mean": True}
@@ -123,7 +123,8 @@ def oracle_rows(task: Task, cfg) -> list[dict]:
     rows = []
     for k in cfg.k:
         for seed in cfg.seeds:
-            shown = {d.output for d in sample_demos(task, k, seed)}
+            shown = {d.output for d in shared_set(task, k, seed, cfg.demos.selection if cfg.demos.selection in
+                                                  SHARED else "random")}  # retrieved sets: MetaICL's as the yardstick
             unseen = max(1, len(set(task.options) - shown))
             value = float(np.mean([1.0 if g in shown else 1.0 / unseen for g in gold]))
             rows.append({"method": None, "task": task.name, "k": k, "seed": seed, "metric": "oracle_accuracy",
@@ -145,7 +146,8 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
     rows = []
     for k in cfg.k:
         for seed in cfg.seeds:
-            demos, raw = with_labels(sample_demos(task, k, seed), task, cfg.demos.labels, seed), []
+            demos = shared_set(task, k, seed, cfg.demos.selection)
+            demos, raw = with_labels(demos, task, cfg.demos.labels, seed), []
             if method.finetune:
                 tuned, trained = finetuned(model, demos, episodes, tok, finetune, device)
                 preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)

@@ -3,6 +3,10 @@
     sets = demos_per_query(task, queries, k=8, seed=100, cfg=DemosConfig(selection="bm25"), tok=tok)
 
   selection random  MetaICL's protocol: one set of k drawn per seed, the same for every query (sample_demos).
+            balanced  one set per seed too, every label as evenly as the pool allows (each at least
+                    floor(k / labels) times where it has the examples): with 3 classes a random set lacks one
+                    about half the time at k = 4 and an eighth at k = 8, and no reader maps a word it never sees. A MetaICL-layout
+                    file that fixes the set still wins.
             bm25    the k training examples whose inputs score highest for the query's input under Okapi BM25
                     (Robertson & Zaragoza 2009; terms are token ids, so it works on synthetic tasks too).
             knn     the k nearest by cosine of the scoring model's mean final hidden state over the input (the
@@ -31,7 +35,9 @@ import numpy as np
 from metaicl.core.seeding import rng_for
 from metaicl.data.tasks import Example, Task, sample_demos
 
-SELECTIONS = ("random", "bm25", "knn", "mmr", "dpp")
+SELECTIONS = ("random", "balanced", "bm25", "knn", "mmr", "dpp")
+SHARED = ("random", "balanced")
+"""Selections that give every query the same set (per seed)."""
 EMBEDDED = ("knn", "mmr", "dpp")
 """Selections that read the embeddings (the `lm` embedder); the others, and the order of a random set, BM25."""
 ORDERS = ("random", "similar_last", "similar_first")
@@ -117,6 +123,31 @@ def dpp_greedy(kernel: np.ndarray, k: int) -> list[int]:
     return chosen
 
 
+def balanced_demos(task: Task, k: int, seed: int) -> list[Example]:
+    """k training examples, the labels taken in turn (in a random label order, each label's examples in a random
+    order) until k are drawn, then shuffled; keyed by (seed, task, k). A label short of examples is skipped once
+    it runs out."""
+    if (k, seed) in task.fixed_demos:
+        return sample_demos(task, k, seed)
+    rng = rng_for(seed, "balanced-demos", task.name, k)
+    by_label: dict[str, list[int]] = {}
+    for i, e in enumerate(task.train):
+        by_label.setdefault(e.output, []).append(i)
+    queues = [[pool[int(j)] for j in rng.permutation(len(pool))] for pool in by_label.values()]
+    queues = [queues[int(j)] for j in rng.permutation(len(queues))]
+    picked: list[int] = []
+    while len(picked) < min(k, len(task.train)):
+        for queue in queues:
+            if queue and len(picked) < k:
+                picked.append(queue.pop(0))
+    return [task.train[picked[int(j)]] for j in rng.permutation(len(picked))]
+
+
+def shared_set(task: Task, k: int, seed: int, selection: str) -> list[Example]:
+    """The one demonstration set of (task, k, seed) that a shared selection gives every query."""
+    return balanced_demos(task, k, seed) if selection == "balanced" else sample_demos(task, k, seed)
+
+
 def demos_per_query(task: Task, queries: list[Example], k: int, seed: int, cfg, tok, embed=None,
                     cache: dict | None = None) -> list[list[Example]]:
     """The k demonstrations of each query, selected and ordered as `cfg` (a DemosConfig) says."""
@@ -130,8 +161,8 @@ def demos_per_query(task: Task, queries: list[Example], k: int, seed: int, cfg, 
         if cache is not None:
             cache[key] = sim, pool
     fixed = None
-    if cfg.selection == "random":
-        fixed = [task.train.index(d) for d in sample_demos(task, k, seed)]
+    if cfg.selection in SHARED:
+        fixed = [task.train.index(d) for d in shared_set(task, k, seed, cfg.selection)]
     out = []
     for q, row in enumerate(sim):
         if fixed is not None:
