@@ -5,8 +5,8 @@
   selection random  MetaICL's protocol: one set of k drawn per seed, the same for every query (sample_demos).
             balanced  one set per seed too, every label as evenly as the pool allows (each at least
                     floor(k / labels) times where it has the examples): with 3 classes a random set lacks one
-                    about half the time at k = 4 and an eighth at k = 8, and no reader maps a word it never sees. A MetaICL-layout
-                    file that fixes the set still wins.
+                    about half the time at k = 4 and an eighth at k = 8, and no reader maps a word it never
+                    sees. A MetaICL-layout file that fixes the set still wins.
             bm25    the k training examples whose inputs score highest for the query's input under Okapi BM25
                     (Robertson & Zaragoza 2009; terms are token ids, so it works on synthetic tasks too).
             knn     the k nearest by cosine of the scoring model's mean final hidden state over the input (the
@@ -21,7 +21,8 @@
                     relevant and diverse.
   order     random  as drawn (a retrieved set shuffled, keyed by seed, task, k and query);
             similar_last / similar_first  by similarity to the query, the most similar next to the query / first
-                    (Liu et al. 2022 put the nearest last). The similarity is knn's under selection knn, else BM25.
+                    (Liu et al. 2022 put the nearest last). The similarity is the embeddings' under knn, mmr
+                    and dpp, else BM25's.
 Ties are broken by the pool's order. Similarities are computed once per (task, measure) for every query.
 """
 from __future__ import annotations
