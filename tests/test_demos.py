@@ -140,7 +140,8 @@ def test_bm25_matches_its_formula_and_prefers_rare_shared_terms():
     avgdl = 2.0
     idf1, idf3 = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5)), math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
     expect = [idf1 * 2.5 / (1 + 1.5 * (0.25 + 0.75 * 2 / avgdl)),
-              idf1 * 2.5 / (1 + 1.5 * (0.25 + 0.75 * 3 / avgdl)) + idf3 * 2 * 2.5 / (2 + 1.5 * (0.25 + 0.75 * 3 / avgdl)),
+              idf1 * 2.5 / (1 + 1.5 * (0.25 + 0.75 * 3 / avgdl))
+              + idf3 * 2 * 2.5 / (2 + 1.5 * (0.25 + 0.75 * 3 / avgdl)),
               0.0]
     assert scores == pytest.approx(expect)
     assert scores.argmax() == 1  # the document with the rare term, twice
@@ -246,7 +247,8 @@ def test_dpp_picks_one_of_each_cluster_and_a_larger_log_det_than_random_sets():
     chosen = dpp_greedy(kernel, 3)
     assert sorted(i // 4 for i in chosen) == [0, 1, 2]
     logdet = np.linalg.slogdet(kernel[np.ix_(chosen, chosen)])[1]
-    others = [np.linalg.slogdet(kernel[np.ix_(s, s)])[1] for s in (rng.choice(12, 3, replace=False) for _ in range(200))]
+    sets = (rng.choice(12, 3, replace=False) for _ in range(200))
+    others = [np.linalg.slogdet(kernel[np.ix_(s, s)])[1] for s in sets]
     assert logdet >= max(others) - 1e-9
 
 

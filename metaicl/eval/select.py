@@ -46,7 +46,8 @@ ORDERS = ("random", "similar_last", "similar_first")
 
 def bm25(queries: list[list[int]], docs: list[list[int]], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
     """(queries, docs) Okapi BM25 scores: sum over the query's distinct terms t of
-    idf(t) * f(t, d) (k1 + 1) / (f(t, d) + k1 (1 - b + b |d| / avgdl)), idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))."""
+    idf(t) * f(t, d) (k1 + 1) / (f(t, d) + k1 (1 - b + b |d| / avgdl)),
+    idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5))."""
     counts = [Counter(d) for d in docs]
     n, avgdl = len(docs), max(1e-9, sum(map(len, docs)) / max(1, len(docs)))
     df = Counter(t for c in counts for t in c)
