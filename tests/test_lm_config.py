@@ -202,3 +202,18 @@ def test_tasks_separators_must_name_a_bursty_source_that_writes_them(overrides):
 def test_the_classifier_refuses_separators():
     with pytest.raises(ConfigError, match="data.separators: the classifier reads item vectors"):
         load_config(ExperimentConfig, ROOT / "configs" / "tiny.yaml", ["data.separators=true"])
+
+
+def test_the_meta_training_step_reads_loss_on_and_shuffle_labels(monkeypatch, tmp_path):
+    """metatrain.loss_on and metatrain.shuffle_labels reach the episodes each meta-training step trains on (with
+    the mixture and task collection there: read_inputs planted)."""
+    import cluster.lm_pipeline as lp
+    from metaicl.data.tokenizer import TokenizerSpec
+
+    monkeypatch.setattr(lp, "read_inputs", lambda cfg: lp.Inputs(None, tmp_path / "tasks-00000000", ["first_token_000"],
+                                                                  ["last_token_000"], TokenizerSpec("ids", 100)))
+    for overrides, expect in (([], ("query", False)),
+                              (["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true"], ("all_outputs", True))):
+        cfg = load_config(ExperimentConfig, SYNTHETIC, [*overrides, f"data_root={tmp_path}", "eval.methods=[metaicl]"])[0]
+        [step] = [s for s in lp.lm_steps(cfg, ["metatrain"]) if s.stage == "metatrain"]
+        assert (step.spec.episodes.loss_on, step.spec.episodes.shuffle_labels) == expect
