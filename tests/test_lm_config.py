@@ -210,10 +210,11 @@ def test_the_meta_training_step_reads_loss_on_and_shuffle_labels(monkeypatch, tm
     import cluster.lm_pipeline as lp
     from metaicl.data.tokenizer import TokenizerSpec
 
-    monkeypatch.setattr(lp, "read_inputs", lambda cfg: lp.Inputs(None, tmp_path / "tasks-00000000", ["first_token_000"],
-                                                                  ["last_token_000"], TokenizerSpec("ids", 100)))
-    for overrides, expect in (([], ("query", False)),
-                              (["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true"], ("all_outputs", True))):
+    planted = lp.Inputs(None, tmp_path / "tasks-00000000", ["first_token_000"], ["last_token_000"],
+                        TokenizerSpec("ids", 100))
+    monkeypatch.setattr(lp, "read_inputs", lambda cfg: planted)
+    both = ["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true"]
+    for overrides, expect in (([], ("query", False)), (both, ("all_outputs", True))):
         cfg = load_config(ExperimentConfig, SYNTHETIC, [*overrides, f"data_root={tmp_path}", "eval.methods=[metaicl]"])[0]
         [step] = [s for s in lp.lm_steps(cfg, ["metatrain"]) if s.stage == "metatrain"]
         assert (step.spec.episodes.loss_on, step.spec.episodes.shuffle_labels) == expect
