@@ -1,5 +1,6 @@
 """bench/gpu_throughput.py (issue 18): its arithmetic against closed forms, and the whole script on this CPU (the
-table a GPU prints, from the tiny preset), so it is tested where no GPU is."""
+table a GPU prints, from the tiny preset), so it is tested where no GPU is. Named to run after the LM modules, whose
+Ray tasks leave the session's workers with torch and transformers imported."""
 from __future__ import annotations
 
 import json
