@@ -92,12 +92,15 @@ def _fit_example(x: list[int], sep: list[int], reserve: int, cfg: EpisodeConfig)
     return x[: max(0, cfg.max_length_per_example - len(sep) - reserve)]
 
 
-def _demo(demo: Example, sep: list[int], cfg: EpisodeConfig, tok) -> list[int]:
+def _demo(demo: Example, sep: list[int], cfg: EpisodeConfig, tok) -> tuple[list[int], list[int]]:
+    """A demonstration's tokens, and 1 on those its method predicts (the output, direct; the input, channel)."""
     y = tok.encode(demo.output)
     x = _fit_example(tok.encode(demo.input), sep, len(y), cfg)
     if not demo.output:  # a demonstration without its label (eval.demos.labels=none): the input alone
-        return x
-    return x + sep + y if cfg.method == "direct" else y + sep + x
+        return x, [0] * len(x)
+    if cfg.method == "direct":
+        return x + sep + y, [0] * (len(x) + len(sep)) + [1] * len(y)
+    return y + sep + x, [0] * (len(y) + len(sep)) + [1] * len(x)
 
 
 def _fit_demos(blocks: list[list[int]], budget: int, truncation: str) -> tuple[list[int], int]:
@@ -132,7 +135,7 @@ def score_request(demos: list[Example], query_input: str, options: list[str], cf
     if any(not target for _, target in rows):
         raise ValueError(f"an empty target among the rows of query {query_input[:50]!r}: nothing to score")
     need = max(len(c) + len(t) for c, t in rows)
-    blocks = [_demo(d, sep, cfg, tok) + example_sep for d in demos]
+    blocks = [_demo(d, sep, cfg, tok)[0] + example_sep for d in demos]
     block, dropped = _fit_demos(blocks, cfg.max_length - 1 - need, cfg.truncation)
     prefix = [tok.bos_id] + block
     room = cfg.max_length - len(prefix) - max(len(t) for _, t in rows)
@@ -157,25 +160,13 @@ def train_sequence(demos: list[Example], query: Example, cfg: EpisodeConfig, tok
     shown = [0] * len(request.prefix)
     if loss_on == "all_outputs":
         sep, example_sep = tok.encode(cfg.input_sep), tok.encode(cfg.example_sep)
-        flat = [m for d in demos for m in _demo_targets(d, sep, cfg, tok) + [0] * len(example_sep)]
+        flat = [m for d in demos for m in _demo(d, sep, cfg, tok)[1] + [0] * len(example_sep)]
         block = len(request.prefix) - 1  # either truncation keeps a suffix of the demonstrations after bos
         shown = [0] + flat[len(flat) - block:] if block else [0]
     elif loss_on != "query":
         raise ValueError(f"loss_on must be one of {list(LOSS_ON)}, got {loss_on!r}")
     mask = shown + [0] * len(condition) + [1] * len(target)
     return TrainSequence(request.ids(0), mask, request.dropped_demos)
-
-
-def _demo_targets(demo: Example, sep: list[int], cfg: EpisodeConfig, tok) -> list[int]:
-    """1 on the tokens of a demonstration (as `_demo` writes it) that its method predicts: the output (direct) or
-    the input (channel)."""
-    y = tok.encode(demo.output)
-    x = _fit_example(tok.encode(demo.input), sep, len(y), cfg)
-    if not demo.output:
-        return [0] * len(x)
-    if cfg.method == "direct":
-        return [0] * (len(x) + len(sep)) + [1] * len(y)
-    return [0] * (len(y) + len(sep)) + [1] * len(x)
 
 
 def pad(sequences: list[list[int]], masks: list[list[int]]):

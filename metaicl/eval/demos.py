@@ -34,8 +34,8 @@ LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 class DemosConfig:
     selection: str = "random"
     """Which k training examples each query sees: random (one set per seed, MetaICL) | balanced (one set per seed,
-    every label as evenly as the pool allows) | bm25 | knn (the scoring
-    model's mean hidden state) | mmr | dpp (relevant and diverse, on the same embeddings; metaicl/eval/select.py)."""
+    every label as evenly as the pool allows) | bm25 | knn (the scoring model's mean hidden state) | mmr | dpp
+    (relevant and diverse, on the same embeddings; metaicl/eval/select.py)."""
     mmr_lambda: float = 0.5
     """selection=mmr: relevance against diversity (1 = knn, 0 = diversity alone)."""
     order: str = "random"
