@@ -304,6 +304,13 @@ class ExperimentConfig:
         if 2 * self.pretrain.context_length > self.lm.context_length:
             raise ConfigError("lm.context_length", f"{self.lm.context_length} positions < 2 x pretrain.context_length="
                                                    f"{self.pretrain.context_length} (an x and a y per pair)")
+        if self.train.curriculum is not None and self.train.curriculum.dims_start is not None:
+            from pretrain_data.function_class import LINEAR
+
+            others = sorted(n for n, s in self.pretrain.sources.items() if s.function_class.family not in LINEAR)
+            if others:  # y in fewer dimensions is w . x[:d']: the prompt must carry its w
+                raise ConfigError("train.curriculum.dims_start", f"the curriculum on the dimension needs linear "
+                                                                 f"functions; source(s) {', '.join(others)} are not")
 
     @property
     def data_spec(self):

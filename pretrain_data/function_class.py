@@ -69,12 +69,25 @@ def linear_weights(cfg: FunctionClassConfig, rng: np.random.Generator, n: int) -
     return w
 
 
+LINEAR = ("linear", "sparse_linear")
+"""Families whose function is a weight vector w (y = w . x): the ones a prompt can store its function for."""
+
+
 def sample_prompts(cfg: FunctionClassConfig, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(xs (n, n_points, d) float32, ys (n, n_points) float32), one function per prompt."""
+    return sample_functions(cfg, rng, n)[:2]
+
+
+def sample_functions(cfg: FunctionClassConfig, rng: np.random.Generator,
+                     n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """sample_prompts' prompts and, for the linear families, each prompt's w ((n, d) float32; None otherwise): what
+    Garg et al.'s curriculum needs to evaluate the function on x with fewer dimensions."""
     d = cfg.n_dims
     xs = rng.standard_normal((n, cfg.n_points, d))
-    if cfg.family in ("linear", "sparse_linear"):
-        ys = np.einsum("npd,nd->np", xs, linear_weights(cfg, rng, n))
+    ws = None
+    if cfg.family in LINEAR:
+        ws = linear_weights(cfg, rng, n)
+        ys = np.einsum("npd,nd->np", xs, ws)
     elif cfg.family == "decision_tree":
         ys = _tree_values(xs, rng, cfg.tree_depth)
     else:
@@ -83,4 +96,4 @@ def sample_prompts(cfg: FunctionClassConfig, rng: np.random.Generator, n: int) -
         ys = np.einsum("nh,nph->np", a, np.maximum(np.einsum("nhd,npd->nph", w, xs), 0))
     if cfg.noise_std > 0:
         ys = ys + cfg.noise_std * rng.standard_normal(ys.shape)
-    return xs.astype(np.float32), ys.astype(np.float32)
+    return xs.astype(np.float32), ys.astype(np.float32), None if ws is None else ws.astype(np.float32)

@@ -68,13 +68,17 @@ GENERATORS: dict[str, tuple[Callable, Callable]] = {
 
 
 def prompt_table(source, seed: int, name: str, shard: int, rows: int) -> "pa.Table":
-    """A shard of a function-class source: `rows` prompts, one function each, keyed by (seed, name, shard)."""
+    """A shard of a function-class source: `rows` prompts, one function each, keyed by (seed, name, shard); the
+    linear families also keep each prompt's w ("ws", for Garg et al.'s curriculum on the dimension)."""
     import pyarrow as pa
 
     cfg = source.function_class
-    xs, ys = function_class.sample_prompts(cfg, rng_for(seed, "mixture", name, shard), rows)
-    return pa.table({"xs": pa.FixedSizeListArray.from_arrays(pa.array(xs.ravel()), cfg.n_points * cfg.n_dims),
-                     "ys": pa.FixedSizeListArray.from_arrays(pa.array(ys.ravel()), cfg.n_points)})
+    xs, ys, ws = function_class.sample_functions(cfg, rng_for(seed, "mixture", name, shard), rows)
+    columns = {"xs": (xs, cfg.n_points * cfg.n_dims), "ys": (ys, cfg.n_points)}
+    if ws is not None:
+        columns["ws"] = (ws, cfg.n_dims)
+    return pa.table({k: pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), width)
+                     for k, (v, width) in columns.items()})
 
 
 def source_vocab(source) -> int:

@@ -62,13 +62,24 @@ class PromptStream(TokenStream):
         first = next(iter(manifest.config["sources"].values()))["function_class"]
         self.n_dims, self.n_points = int(first["n_dims"]), int(first["n_points"])
 
-    def _shard(self, file: str) -> tuple[np.ndarray, np.ndarray]:
+    def _shard(self, file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if file not in self._cache:
             table = pq.read_table(self.manifest.root / file)
             xs = fixed_list(table.column("xs")).reshape(-1, self.n_points, self.n_dims)
-            self._cache[file] = (xs, fixed_list(table.column("ys")))
+            ws = fixed_list(table.column("ws")) if "ws" in table.column_names else None
+            self._cache[file] = (xs, fixed_list(table.column("ys")), ws)
         return self._cache[file]
 
     def windows(self, positions) -> tuple[np.ndarray, np.ndarray]:
         shards = [(self._shard(file), row) for file, row in self.locate(positions)]
-        return np.stack([xs[row] for (xs, _), row in shards]), np.stack([ys[row] for (_, ys), row in shards])
+        return np.stack([xs[row] for (xs, _, _), row in shards]), np.stack([ys[row] for (_, ys, _), row in shards])
+
+    def weights(self, positions) -> np.ndarray:
+        """(n, d) each prompt's w (linear families); a ValueError naming the shard where it was not kept."""
+        out = []
+        for file, row in self.locate(positions):
+            ws = self._shard(file)[2]
+            if ws is None:
+                raise ValueError(f"{self.manifest.root / file}: no weights (only linear families keep them)")
+            out.append(ws[row])
+        return np.stack(out)

@@ -234,7 +234,7 @@ def test_the_curriculum_is_refused_where_there_are_no_prompts():
     from tests.conftest import ROOT
 
     with pytest.raises(ConfigError) as err:
-        load_config(ExperimentConfig, ROOT / "configs" / "quickstart.yaml", ["train.curriculum.every=10"])
+        load_config(ExperimentConfig, ROOT / "configs" / "quickstart.yaml", ["train.curriculum.dims_start=2"])
     assert err.value.key == "train.curriculum"
 
 
@@ -259,6 +259,46 @@ def test_prompt_batches_grow_with_the_curriculum_and_depend_on_the_step_only(tmp
                        torch.sort(grown.get(12)[1].flatten())[0])  # two ranks read the one-worker batch
     assert torch.equal(grown.get(12)[0], grown.get(12)[0][:, :5]) and torch.equal(
         grown.get(12)[0], whole.get(12)[0][:, :5])
+
+
+def test_the_dimension_curriculum_zeroes_the_last_coordinates_and_keeps_y_the_prompts_own_function(tmp_path):
+    """Garg et al.'s truncation: in d' < d dimensions x's last coordinates are 0 and y = w[:d'] . x[:d'] for the
+    prompt's own stored w (its noise kept); once grown, the batch is the stored prompt."""
+    from metaicl.train.config import CurriculumConfig
+    from metaicl.train.lm import PromptBatches
+    from pretrain_data.build import build
+    from pretrain_data.mixture_config import MixtureConfig, SourceConfig
+
+    fc = replace(LINEAR, n_points=11, noise_std=0.1)
+    mix = MixtureConfig(name="fc", token_budget=11 * 64, context_length=11, windows_per_shard=32,
+                        sources={"linear": SourceConfig(kind="function_class", function_class=fc)})
+    path = str(build(mix, tmp_path).root / "manifest.json")
+    whole, cur = PromptBatches(path, 8), PromptBatches(path, 8, curriculum=CurriculumConfig(dims_start=2, every=10))
+    assert cur.curriculum.points(0, 11) == 11  # no points_start: whole prompts
+    xs, ys = cur.get(3)
+    full_x, full_y = whole.get(3)
+    w = torch.from_numpy(whole.stream.weights(np.arange(24, 32)))
+    assert torch.all(xs[..., 2:] == 0) and torch.equal(xs[..., :2], full_x[..., :2])
+    noise = full_y - torch.einsum("npd,nd->np", full_x, w)
+    assert noise.std() > 0.05  # the stored y is noisy; the truncated y keeps that noise
+    assert torch.allclose(ys, torch.einsum("npd,nd->np", xs, w) + noise, atol=1e-5)
+    assert torch.all(cur.get(13)[0][..., 3:] == 0) and cur.get(13)[0][..., 2].abs().sum() > 0  # 3 dims at step 10
+    assert all(torch.equal(a, b) for a, b in zip(cur.get(30), whole.get(30)))  # 2 + 3 = 5 = d: the stored prompt
+
+
+@pytest.mark.parametrize("override, key", [
+    (["train.curriculum.dims_start=2", "pretrain.sources.linear.function_class.family=relu2nn"],
+     "train.curriculum.dims_start"),  # y in fewer dimensions needs the prompt's w: linear families only
+    (["train.curriculum.dims_start=null"], "train.curriculum.points_start"),  # grows neither length nor dimension
+])
+def test_a_curriculum_that_cannot_run_is_one_error_naming_the_key(override, key):
+    from metaicl.core.config import load_config
+    from metaicl.experiment import ExperimentConfig
+    from tests.conftest import ROOT
+
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, ROOT / "configs" / "regression_icl.yaml", override)
+    assert err.value.key == key
 
 
 def test_the_sweep_report_has_a_regression_row_per_trial_with_least_squares_beside_it(tmp_path):

@@ -24,10 +24,9 @@ import numpy as np
 
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.seeding import rng_for
-from pretrain_data.function_class import FunctionClassConfig, linear_weights, sample_prompts
+from pretrain_data.function_class import LINEAR, FunctionClassConfig, linear_weights, sample_prompts
 
 DISTRIBUTIONS = ("standard", "skewed", "noisy", "scaled", "orthant")
-LINEAR = ("linear", "sparse_linear")
 
 
 @dataclass

@@ -11,22 +11,38 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass
 class CurriculumConfig:
-    """Garg et al. 2022's curriculum on prompt length (their Sec. 3): training starts on the first `points_start`
-    (x, y) pairs of each prompt and adds `points_inc` every `every` steps up to the whole prompt. Short prompts
-    first make the early steps cheaper and, Garg et al. report, training faster. (Their curriculum also grows the
-    dimension; a prompt of a built mixture is fixed, so only its length can grow here.)"""
-    points_start: int = 3
-    """(x, y) pairs per prompt at step 0."""
+    """Garg et al. 2022's curriculum (their Sec. 3): training starts on `points_start` (x, y) pairs of each prompt
+    in `dims_start` dimensions and, every `every` steps, adds `points_inc` pairs and `dims_inc` dimensions, up to the
+    whole prompt. A prompt in fewer dimensions has the trailing coordinates of x set to 0 and y = f of what is left
+    (Garg et al.'s truncation; the linear families store each prompt's w for it). Measured here (d = 5): the
+    dimension curriculum is what shortens the plateau; short prompts alone did not."""
+    points_start: Optional[int] = None
+    """(x, y) pairs per prompt at step 0; None = whole prompts from the start."""
     points_inc: int = 2
     """Pairs added at each increase."""
+    dims_start: Optional[int] = None
+    """Input dimensions at step 0 (Garg et al.: 5 of d = 20); None = all d from the start."""
+    dims_inc: int = 1
+    """Dimensions added at each increase."""
     every: int = 200
     """Steps between increases."""
 
     def points(self, step: int, n_points: int) -> int:
-        return min(n_points, self.points_start + self.points_inc * (step // self.every))
+        return self._grown(self.points_start, self.points_inc, step, n_points)
+
+    def dims(self, step: int, n_dims: int) -> int:
+        return self._grown(self.dims_start, self.dims_inc, step, n_dims)
+
+    def _grown(self, start: Optional[int], inc: int, step: int, whole: int) -> int:
+        return whole if start is None else min(whole, start + inc * (step // self.every))
 
     def validate(self, prefix: str = "train.curriculum") -> None:
-        check_at_least(self, prefix, ("points_start", "points_inc", "every"), 1)
+        check_at_least(self, prefix, ("points_inc", "dims_inc", "every"), 1)
+        check_at_least(self, prefix, tuple(k for k in ("points_start", "dims_start") if getattr(self, k) is not None),
+                       1)
+        if self.points_start is None and self.dims_start is None:
+            raise ConfigError(f"{prefix}.points_start", "a curriculum grows the prompt (points_start) or its "
+                                                        "dimension (dims_start): set one")
 
 
 @dataclass

@@ -76,7 +76,8 @@ class StreamBatches:
 
 class PromptBatches:
     """Function-class prompts (Garg et al. 2022): global batch s = prompts [s*B, (s+1)*B) of the mixture's stream,
-    modulo its length, each cut to the curriculum's length at step s; rank r takes rows r, r+world, ..."""
+    modulo its length, each cut to the curriculum's length and dimension at step s; rank r takes rows r, r+world,
+    ..."""
 
     def __init__(self, manifest_path: str, batch_size: int, rank: int = 0, world: int = 1,
                  curriculum: CurriculumConfig | None = None):
@@ -93,11 +94,20 @@ class PromptBatches:
         return torch.from_numpy(xs[:, :points]), torch.from_numpy(ys[:, :points])
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         from metaicl.data.fewshot import rank_rows
 
-        n = self.stream.n_points
+        n, d = self.stream.n_points, self.stream.n_dims
         points = self.curriculum.points(step, n) if self.curriculum else n
-        return self.prompts(rank_rows(step, self.batch_size, len(self.stream), self.rank, self.world), points)
+        rows = rank_rows(step, self.batch_size, len(self.stream), self.rank, self.world)
+        xs, ys = self.prompts(rows, points)
+        dims = self.curriculum.dims(step, d) if self.curriculum else d
+        if dims < d:  # Garg et al.'s truncation: x's last coordinates are 0, y loses their terms (noise kept)
+            w = torch.from_numpy(self.stream.weights(rows)[:, dims:])
+            ys = ys - torch.einsum("npd,nd->np", xs[..., dims:], w)
+            xs = torch.cat([xs[..., :dims], torch.zeros_like(xs[..., dims:])], dim=-1)
+        return xs, ys
 
     def heldout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The stream's last prompts, whole."""
