@@ -1,6 +1,7 @@
 """The steps of a language-model experiment and its evaluation (cluster.pipeline runs them like every other kind).
 
-    lm_steps(cfg)     # data (the mixture) -> tasks (a synthetic collection) -> pretrain -> metatrain [variant]
+    lm_steps(cfg)     # data (the mixture) -> tasks (a synthetic collection) -> embed (retrieval, if asked)
+                      # -> pretrain -> metatrain [variant]
 
 Steps live in data_root, each named by the hash of what it reads: runs and sweep trials that differ only in
 meta-training or evaluation keys share a pretrained model, those that differ only in evaluation keys a meta-trained
@@ -19,7 +20,9 @@ from metaicl.core.config import to_dict
 from metaicl.core.errors import ConfigError
 from metaicl.core.hashing import config_hash
 from metaicl.core.io import read_json, write_parquet
+from metaicl.data.tasks import load_collection
 from metaicl.data.tokenizer import TokenizerSpec
+from metaicl.eval.embed import MARKER, build_embeddings, embeddings_dir
 from metaicl.eval.methods import META_VARIANTS, METHODS, variants_needed
 from metaicl.experiment import RESOURCE_KEYS, ExperimentConfig
 from metaicl.models.lm import check_source
@@ -101,6 +104,14 @@ def metatrain_dir(cfg: ExperimentConfig, variant: str, init: str, tasks: str) ->
     return Path(cfg.data_root).absolute() / f"metatrain-{variant}-{hash8}"
 
 
+def embeddings_for(cfg: ExperimentConfig, inputs: Inputs) -> Path | None:
+    """The sentence embeddings of the target tasks that eval.demos reads (embedder minilm): named by their texts,
+    so None while a synthetic collection is not written yet."""
+    if not cfg.eval.demos.cached_embeddings or inputs.tasks is None or not inputs.eval:
+        return None
+    return embeddings_dir(cfg.data_root, load_collection(inputs.tasks, inputs.eval), cfg.eval.demos.embedder)
+
+
 def meta_variants(cfg: ExperimentConfig) -> list[str]:
     return [v for v in variants_needed(cfg.eval.methods) if v != "pretrained"]
 
@@ -119,6 +130,12 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
                           make=lambda _: build_task_families(
                               cfg.tasks.synthetic, span, root,
                               separators=separator_ids(cfg, inputs.manifest) if inputs.manifest else None)))
+    if cfg.eval.demos.cached_embeddings and cfg.eval.methods and "eval" in stages:
+        where = embeddings_for(cfg, inputs)
+        steps.append(Step(f"embed [{cfg.eval.demos.embedder}]", "embed", where or Path(cfg.data_root).absolute() /
+                          f"embeddings-{cfg.eval.demos.embedder}-<after tasks>", MARKER, known=where is not None,
+                          make=lambda progress: build_embeddings(load_collection(inputs.tasks, inputs.eval), where,
+                                                                 cfg.data_root, progress=progress)))
     pre, base = None, cfg.lm.name_or_path
     if cfg.pretrain is not None and ("pretrain" in stages or cfg.lm.name_or_path is None):
         manifest = target_dir(cfg.pretrain, cfg.data_root).absolute() / "manifest.json"
@@ -168,8 +185,6 @@ def check_lm(cfg: ExperimentConfig, stages) -> None:
         names = [*(cfg.tasks.meta_train if "metatrain" in stages and meta_variants(cfg) else []),
                  *(cfg.tasks.eval if "eval" in stages and cfg.eval.methods else [])]
         if names:
-            from metaicl.data.tasks import load_collection
-
             load_collection(cfg.tasks.path, names)
     meta_train = cfg.tasks.synthetic.meta_train_families if cfg.tasks.synthetic else cfg.tasks.meta_train
     variants = meta_variants(cfg)
@@ -229,9 +244,11 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
         echo(f"eval [regression]: done ({time.perf_counter() - started:.0f}s)")
         return tidy(pd.DataFrame(rows), suite=REGRESSION)
     stream = str(inputs.manifest.root) if inputs.manifest else None
+    embeddings = embeddings_for(cfg, inputs)
     jobs = [(variant, path, [m for m in e.methods if METHODS[m].model == variant],
              str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes, cfg.finetune,
-             inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream) for variant, path in dirs.items()]
+             inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream, str(embeddings) if embeddings else None)
+            for variant, path in dirs.items()]
     groups = [[job] for job in jobs]
     if not e.use_gpu and e.cpus_per_worker is None and len(jobs) > 1:
         # On CPUs alone: one task, the models one after another on every thread of the share, in one warm worker

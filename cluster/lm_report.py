@@ -15,7 +15,7 @@ import pandas as pd
 
 from metaicl.eval.methods import METHODS
 from metaicl.core.io import write_text
-from cluster.report import markdown_table
+from cluster.report import markdown_table, pyplot, save_figure
 from cluster.results import LM_ICL, METAICL, REGRESSION
 
 HEADLINE = ("metaicl", "in_context", "zero_shot")
@@ -124,6 +124,27 @@ def kshot_curves(results: pd.DataFrame) -> pd.DataFrame:
     return curves[["method", *ks, "slope"]]
 
 
+def plot_kshot(curves: pd.DataFrame, path: Path) -> bool:
+    """kshot_curves.png: accuracy against k (log2(k + 1) axis, as the slope), one line per method, the oracle
+    dashed; only where some method has three or more points (a many-shot curve). Returns whether it drew."""
+    ks = [c for c in curves.columns if c.startswith("k=")]
+    if len(curves) == 0 or max(curves[ks].notna().sum(axis=1)) < 3:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for _, row in curves.iterrows():
+        points = [(int(c[2:]), row[c]) for c in ks if pd.notna(row[c])]
+        ax.plot([np.log2(k + 1) for k, _ in points], [v for _, v in points], marker=".",
+                linestyle="--" if row.method.startswith("Oracle") else "-", label=row.method)
+    ticks = sorted({int(c[2:]) for c in ks})
+    ax.set_xticks([np.log2(k + 1) for k in ticks], [str(k) for k in ticks])
+    ax.set_xlabel("demonstrations k")
+    ax.set_ylabel("accuracy (mean over seeds)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+    return True
+
+
 def _markdown(table: pd.DataFrame) -> str:
     return markdown_table(table[["row", "k", "mean", "worst", "seeds"]].rename(columns={"row": "method"}))
 
@@ -166,8 +187,12 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
             "simaou_random = the same against a random update (the control); simam_ft / simam_zsl = cosine of "
             "the in-context attention over the query's tokens with the fine-tuned model's / the query-alone "
             "model's (metaicl/eval/icl_vs_ft.py).", icl_vs_ft_table(results)))
-        parts += [line for title, text, table in sections if len(table)
-                  for line in ("", f"## {title}", "", text, "", markdown_table(table))]
+        drew = plot_kshot(sections[1][2], out / "kshot_curves.png")
+        for title, text, table in sections:
+            if len(table):
+                parts += ["", f"## {title}", "", text, "", markdown_table(table)]
+            if title.startswith("k-shot") and drew:
+                parts += ["", "![accuracy against k, log scale (kshot_curves.png)](kshot_curves.png)"]
     if (results.suite == LM_ICL).any():
         parts += lm_icl_section(results)
     if (results.suite == REGRESSION).any():

@@ -38,7 +38,7 @@ from cluster.results import training_rows
 from cluster.steps import Step, execute, format_plan
 
 STAGES = ("pretrain", "metatrain", "eval")
-INPUTS = ("data", "tasks")
+INPUTS = ("data", "tasks", "embed")
 """Steps every stage reads: built by a run when missing (a sweep builds its trials' before they start)."""
 
 

@@ -3,7 +3,8 @@
     execute(lambda: plan(cfg), lambda step: step.stage in ("data", "tasks"), echo, ray_once)
 
 A step is one output directory named by the hash of what it reads (`where`), complete when its marker file exists:
-data (a mixture or few-shot data, `manifest.json`), tasks (a synthetic task collection, `families.json`), pretrain (a
+data (a mixture or few-shot data, `manifest.json`), tasks (a synthetic task collection, `families.json`), embed (the
+target tasks' sentence embeddings for retrieved demonstrations, `embeddings.json`), pretrain (a
 classifier arm, or a language model on its mixture) and metatrain (a meta-trained variant), both `metrics.parquet`.
 Steps live in data_root, beside the data, so runs and sweep trials that need the same step share it (Marin's
 executor works this way). Stages run in a fixed order (WAVES); the steps of one stage run together: data steps one
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-WAVES = ("data", "tasks", "pretrain", "metatrain")
+WAVES = ("data", "tasks", "embed", "pretrain", "metatrain")
 """The stages that make steps, in the order they run (evaluation and results belong to the run, not to a step)."""
 
 
@@ -35,7 +36,7 @@ class Step:
     marker: str
     """The file whose presence marks the step complete."""
     make: Callable[[bool], Any] | None = None
-    """data and tasks: builds the step (argument: show progress bars)."""
+    """data, tasks and embed: builds the step (argument: show progress bars)."""
     spec: Any = None
     """pretrain and metatrain: the TrainingUnit that Ray Train fits (metaicl.train.ray_train)."""
     known: bool = True

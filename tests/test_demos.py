@@ -291,3 +291,84 @@ def test_balanced_sets_show_every_label_as_evenly_as_the_pool_allows():
     assert 120 < missing < 180  # drawn with replacement: 3 (2/3)^4 - 3 (1/3)^4 = 0.56; from 10 per label a bit less
     short = Task("s", [Example("s", str(i), o, OPTIONS) for i, o in enumerate(["10"] * 6 + ["20"])], [], OPTIONS)
     assert Counter(d.output for d in balanced_demos(short, 5, 0)) == {"10": 4, "20": 1}  # the pool runs out
+
+
+def test_minilm_embeddings_are_cached_once_per_task_texts_and_retrieve_the_planted_neighbours(tmp_path):
+    """eval.demos.embedder=minilm: all-MiniLM-L6-v2 from its PyPI package (offline), the embeddings built once into a
+    directory named by the tasks' texts; kNN on them puts the two sentences about the query's topic next to it."""
+    import numpy as np
+
+    from metaicl.eval.demos import DemosConfig
+    from metaicl.eval.embed import MARKER, build_embeddings, cached_embedder, embeddings_dir
+    from metaicl.eval.select import demos_per_query
+
+    pool = ["the stock market fell sharply today", "a kitten slept on the warm rug", "interest rates rose again",
+            "the football match ended in a draw", "my cat naps on the sofa all afternoon", "the bank raised its fees"]
+    task = Task("topics", [Example("topics", s, "a", ["a", "b"]) for s in pool],
+                [Example("topics", "the dog lay on the carpet and slept", "a", ["a", "b"])], ["a", "b"])
+    where = embeddings_dir(tmp_path, {"topics": task})
+    assert where.name.startswith("embeddings-minilm-") and where == embeddings_dir(tmp_path, {"topics": task})
+    other = Task("topics", task.train[:-1], task.test, task.options)
+    assert embeddings_dir(tmp_path, {"topics": other}) != where  # named by the texts
+    build_embeddings({"topics": task}, where, tmp_path)
+    assert (where / MARKER).exists() and not list(tmp_path.glob(".embeddings-*"))  # written whole
+    embed = cached_embedder(where)
+    vectors = embed(pool)
+    assert vectors.shape == (6, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    [shown] = demos_per_query(task, task.test, 2, 100, DemosConfig(selection="knn", embedder="minilm",
+                                                                   order="similar_last"), None, embed)
+    assert {d.input for d in shown} == {pool[1], pool[4]}  # the two sentences about a pet sleeping
+    with pytest.raises(KeyError, match="no embedding of 'unseen text'"):
+        embed(["unseen text"])
+
+
+# --- many-shot (eval.k: max) --------------------------------------------------------------------------------------
+
+def test_max_demos_fills_the_context_beside_the_longest_query():
+    """IdTokenizer: a demonstration "x 7 y" + the example separator (bos id 0) is 4 tokens, the longest row "199 7"
+    + "20" is 3: max_length 32 holds bos + 3 + 7 x 4 = 32 -> 7; max_length 31 -> 6; a pool of 5 caps it at 5."""
+    from metaicl.data.episodes import max_demos
+
+    tok, cfg = IdTokenizer(300), EpisodeConfig(input_sep=" 7 ", example_sep="\n", max_length=32)
+    query = [("199", OPTIONS)]
+    assert max_demos(TASK.train, query, cfg, tok) == 7
+    request = score_request(TASK.train[:7], "199", OPTIONS, cfg, tok)
+    assert request.dropped_demos == 0 and len(request.ids(0)) == 32  # exactly full
+    assert max_demos(TASK.train, query, EpisodeConfig(input_sep=" 7 ", example_sep="\n", max_length=31), tok) == 6
+    assert max_demos(TASK.train[:5], query, cfg, tok) == 5
+
+
+@pytest.mark.parametrize("k", ["[0]", "[many]", "[4,true]"])
+def test_eval_k_is_a_list_of_positive_counts_or_max(k):
+    with pytest.raises(ConfigError, match="eval.k: must be a non-empty list of k >= 1 or 'max'"):
+        load_config(ExperimentConfig, SYNTHETIC, [f"eval.k={k}"])
+
+
+def test_many_shot_runs_every_task_at_the_k_the_context_holds_and_the_report_draws_the_curve(tmp_path):
+    """eval.k=[1, 2, max] on the tiny sst2 model: rows at 1, 2 and at max_shots (> 2: 256 tokens hold several
+    reviews cut to 40), the same k for every method; the report's k-shot table has the three points and
+    kshot_curves.png is drawn."""
+    import pandas as pd
+
+    from metaicl.data.tasks import load_collection
+    from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
+    from metaicl.eval.config import EvalConfig
+    from metaicl.eval.evaluate import evaluate_variant, max_shots
+    from metaicl.experiment import FinetuneConfig
+    from cluster.lm_report import write_lm_report
+    from cluster.results import METAICL, tidy
+
+    model = tiny_sst2_model(tmp_path)
+    episodes = EpisodeConfig(max_length=256, max_length_per_example=40)
+    task = load_collection(ROOT / "data" / "icl", ["sst2"])["sst2"]
+    top = max_shots([task], episodes, load_tokenizer(TokenizerSpec("local", path=model)))
+    assert top > 2
+    cfg = EvalConfig(k=[1, 2, "max"], seeds=[100, 13], max_test_examples=4, lm_icl=False)
+    rows = evaluate_variant("pretrained", model, ["zero_shot", "in_context"], str(ROOT / "data" / "icl"), ["sst2"],
+                            cfg, episodes, FinetuneConfig(), TokenizerSpec("local", path=model))
+    frame = pd.DataFrame(rows)
+    assert sorted(frame[frame.method == "in_context"].k.unique()) == [1, 2, top]
+    results = tidy(frame, suite=METAICL).assign(run="r", arm="main", stage="eval")
+    write_lm_report(tmp_path, "many-shot", results)
+    report = (tmp_path / "report.md").read_text()
+    assert f"k={top}" in report and "(kshot_curves.png)" in report and (tmp_path / "kshot_curves.png").exists()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from metaicl.cli import main
+from metaicl.core.io import read_json
 from metaicl.eval.methods import METHODS
 from tests.conftest import ROOT
 
@@ -80,12 +81,18 @@ def tiny_hf_model(tmp_path_factory):
 
 
 def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path, tiny_hf_model):
-    """The pretrained-model rows through Ray (meta-training on text episodes: the next test, without Ray)."""
-    out = tmp_path / "real"
-    assert main(["run", REAL, f"out_dir={out}", f"lm.name_or_path={tiny_hf_model}", "lm.context_length=512",
-                 "eval.use_gpu=false", "metatrain.use_gpu=false", "finetune.steps=1", "episodes.max_length=512",
-                 "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]", "eval.max_test_examples=3",
+    """The pretrained-model rows through Ray (meta-training on text episodes: the next test, without Ray), with
+    demonstrations retrieved by MiniLM sentence embeddings: an embed step computes them once, before evaluation."""
+    out, data = tmp_path / "real", tmp_path / "data"
+    assert main(["run", REAL, f"out_dir={out}", f"data_root={data}", f"lm.name_or_path={tiny_hf_model}",
+                 "lm.context_length=512", "eval.use_gpu=false", "metatrain.use_gpu=false", "finetune.steps=1",
+                 "episodes.max_length=512", "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]",
+                 "eval.max_test_examples=3", "eval.demos.selection=knn", "eval.demos.embedder=minilm",
                  "eval.methods=[zero_shot,pmi_in_context,channel_in_context,finetune]"]) == 0
+    [embedded] = data.glob("embeddings-minilm-*")
+    assert (embedded / "embeddings.json").exists() and sorted(p.stem for p in embedded.glob("*.parquet")) == ["cb",
+                                                                                                            "mnli"]
+    assert read_json(out / "steps.json")["embed [minilm]"] == str(embedded)
     results = pd.read_parquet(out / "results.parquet")
     table, own = results[results.suite == "metaicl"], results[results.suite == "lm_icl"]
     assert set(table.task) == {"cb", "mnli"}

@@ -146,6 +146,16 @@ def score_request(demos: list[Example], query_input: str, options: list[str], cf
     return ScoreRequest(prefix, rows, dropped)
 
 
+def max_demos(demos: list[Example], queries: list[tuple[str, list[str]]], cfg: EpisodeConfig, tok) -> int:
+    """The most demonstrations of the pool's mean length (`demos`, each with its example separator) that fit in
+    max_length beside bos and the longest (query input, option) row of `queries`, at most len(demos): many-shot's
+    "as many as the context holds" (a drawn set that runs over is cut by the truncation rule)."""
+    sep, example_sep = tok.encode(cfg.input_sep), tok.encode(cfg.example_sep)
+    need = max(len(c) + len(t) for x, options in queries for c, t in _rows(x, options, sep, cfg, tok))
+    mean = sum(len(_demo(d, sep, cfg, tok)[0]) + len(example_sep) for d in demos) / max(1, len(demos))
+    return min(len(demos), int((cfg.max_length - 1 - need) // max(mean, 1)))
+
+
 LOSS_ON = ("query", "all_outputs")
 
 

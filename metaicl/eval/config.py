@@ -10,7 +10,7 @@ depends on the suite).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.data.tasks import SEEDS
@@ -25,6 +25,9 @@ def chance_level(eval_set: str, num_labels: int) -> float:
     return 0.5 if eval_set in ("icl_novel", "icl_swap") else 1.0 / num_labels
 
 
+MAX_K = "max"
+"""eval.k's many-shot entry: as many demonstrations as the context holds."""
+
 SEQUENCES_PER_PASS = 1024
 """Default batch of the few-shot eval sets (sequences per forward pass)."""
 
@@ -38,8 +41,10 @@ class EvalConfig:
     """Language model: rows of the table (Min et al. 2022, Table 3): zero_shot, pmi_zero_shot, channel_zero_shot,
     in_context, pmi_in_context, channel_in_context, multitask_zero_shot, metaicl, channel_metaicl, finetune,
     finetune_metatrain. Empty: no table, only the lm_icl suite (a language model needs no tasks then)."""
-    k: List[int] = field(default_factory=lambda: [16])
-    """Language model: demonstrations (k-shot sweep); fine-tuning uses the same k examples. 0-shot rows have k = 0."""
+    k: List[Any] = field(default_factory=lambda: [16])
+    """Language model: demonstrations (k-shot sweep); fine-tuning uses the same k examples. 0-shot rows have k = 0.
+    `max` (many-shot, Agarwal et al. 2024): as many as the context holds, the same for every target task
+    (metaicl.eval.evaluate.max_shots); rows carry the number it came to."""
     seeds: List[int] = field(default_factory=lambda: list(SEEDS))
     """Language model: demonstration seeds (MetaICL: 100, 13, 21, 42, 87), reported as mean and worst."""
     demos: DemosConfig = field(default_factory=DemosConfig)
@@ -81,8 +86,8 @@ class EvalConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ConfigError(f"{prefix}.methods", f"unknown {unknown} (known: {', '.join(METHODS)})")
-        if not self.k or any(k < 1 for k in self.k):
-            raise ConfigError(f"{prefix}.k", f"must be a non-empty list of k >= 1, got {self.k}")
+        if not self.k or any(k != MAX_K and (isinstance(k, bool) or not isinstance(k, int) or k < 1) for k in self.k):
+            raise ConfigError(f"{prefix}.k", f"must be a non-empty list of k >= 1 or {MAX_K!r}, got {list(self.k)}")
         if not self.seeds:
             raise ConfigError(f"{prefix}.seeds", "give at least one seed")
         check_at_least(self, prefix, ("max_test_examples",), 0)

@@ -25,7 +25,8 @@ from typing import List
 from metaicl.core.errors import ConfigError
 from metaicl.core.seeding import rng_for
 from metaicl.data.tasks import Example, Task
-from metaicl.eval.select import ORDERS, SELECTIONS, SHARED
+from metaicl.eval.embed import EMBEDDERS
+from metaicl.eval.select import EMBEDDED, ORDERS, SELECTIONS, SHARED
 
 LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 
@@ -36,6 +37,10 @@ class DemosConfig:
     """Which k training examples each query sees: random (one set per seed, MetaICL) | balanced (one set per seed,
     every label as evenly as the pool allows) | bm25 | knn (the scoring model's mean hidden state) | mmr | dpp
     (relevant and diverse, on the same embeddings; metaicl/eval/select.py)."""
+    embedder: str = "lm"
+    """What the embeddings of knn, mmr and dpp are: lm (the scoring model's mean final hidden state; per model) |
+    minilm (all-MiniLM-L6-v2 sentence embeddings, Liu et al. 2022's kind of retriever: shipped on PyPI, computed
+    once per task collection by Ray tasks and cached; metaicl/eval/embed.py)."""
     mmr_lambda: float = 0.5
     """selection=mmr: relevance against diversity (1 = knn, 0 = diversity alone)."""
     order: str = "random"
@@ -47,6 +52,11 @@ class DemosConfig:
     """labels=abstract: the symbols that replace a task's options, by position (the i-th option -> symbols[i])."""
 
     @property
+    def cached_embeddings(self) -> bool:
+        """The selection reads sentence embeddings that a pipeline step computes first (embedder minilm)."""
+        return self.embedder == "minilm" and self.selection in EMBEDDED
+
+    @property
     def per_query(self) -> bool:
         """Each query has demonstrations of its own (retrieved, or ordered by its similarity)."""
         return self.selection not in SHARED or self.order != "random"
@@ -55,6 +65,8 @@ class DemosConfig:
         for key, known in (("selection", SELECTIONS), ("order", ORDERS)):
             if getattr(self, key) not in known:
                 raise ConfigError(f"{prefix}.{key}", f"must be one of {list(known)}, got {getattr(self, key)!r}")
+        if self.embedder not in EMBEDDERS:
+            raise ConfigError(f"{prefix}.embedder", f"must be one of {list(EMBEDDERS)}, got {self.embedder!r}")
         if not 0.0 <= self.mmr_lambda <= 1.0:
             raise ConfigError(f"{prefix}.mmr_lambda", f"must be in [0, 1], got {self.mmr_lambda}")
         if self.labels not in LABEL_MODES:

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaicl.data.episodes import EpisodeConfig, pad, score_request, train_sequence
+from metaicl.core.errors import ConfigError
+from metaicl.data.episodes import EpisodeConfig, max_demos, pad, score_request, train_sequence
 from metaicl.data.tasks import Task, load_collection
 from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
+from metaicl.eval.config import MAX_K
 from metaicl.eval.demos import abstract_task, with_labels
+from metaicl.eval.embed import cached_embedder
 from metaicl.eval.methods import METHODS, Method
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
@@ -133,8 +136,9 @@ def oracle_rows(task: Task, cfg) -> list[dict]:
 
 
 def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device,
-                    similarities: dict | None = None) -> list[dict]:
-    """The rows of one method on one task; `similarities` caches each task's query-pool similarities (per model)."""
+                    similarities: dict | None = None, embed=None) -> list[dict]:
+    """The rows of one method on one task; `similarities` caches each task's query-pool similarities (per model);
+    `embed`: the cached sentence embedder (eval.demos.embedder minilm), else the scoring model embeds."""
     method = METHODS[name]
     direct = method.method == "direct" and not method.pmi and bool(task.options)  # the options' own probability
     raw: list = []
@@ -159,7 +163,7 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
                     rows += icl_vs_ft_rows(model, tuned, task, demos, cfg, episodes, tok, device, k, seed)
             elif cfg.demos.per_query:  # retrieved and/or ordered for each query (metaicl/eval/select.py)
                 demos = [with_labels(s, task, cfg.demos.labels, seed) for s in demos_per_query(
-                    task, scored_queries(task, cfg), k, seed, cfg.demos, tok, lm_embedder(model, tok, device),
+                    task, scored_queries(task, cfg), k, seed, cfg.demos, tok, embed or lm_embedder(model, tok, device),
                     similarities)]
                 preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw, per_query=True)
             else:
@@ -172,23 +176,26 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
 
 def measure_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str | None, task_names: list[str],
                     cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec | None, device: str = "cpu",
-                    stream: str | None = None, threads: int | None = None) -> tuple[list[dict], list[dict]]:
+                    stream: str | None = None, embeddings: str | None = None,
+                    threads: int | None = None) -> tuple[list[dict], list[dict]]:
     """Everything an LM run measures of one model, in one Ray task (one worker process, not two): its rows of
     MetaICL's table (`methods`, if any) and, with cfg.lm_icl, its own in-context ability (metaicl.eval.lm_icl;
-    `stream`: the mixture's directory, for the ICL score)."""
+    `stream`: the mixture's directory, for the ICL score; `embeddings`: the cached sentence embeddings'
+    directory, metaicl.eval.embed)."""
     from metaicl.eval.lm_icl import LMICLConfig, measure_model
 
     table = evaluate_variant(variant, model_dir, methods, tasks_path, task_names, cfg, episodes, finetune, tokenizer,
-                             device, threads=threads) if methods else []
+                             device, threads=threads, embeddings=embeddings) if methods else []
     own = measure_model(variant, model_dir, stream, LMICLConfig(), device, threads) if cfg.lm_icl else []
     return table, own
 
 
 def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str, task_names: list[str],
                      cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec, device: str = "cpu",
-                     progress=None, threads: int | None = None) -> list[dict]:
+                     progress=None, threads: int | None = None, embeddings: str | None = None) -> list[dict]:
     """Every row of `methods` (all scored by this variant's model) on every target task, on `threads` torch
-    threads (a Ray task: the CPUs it reserved; its process may have run other tasks before)."""
+    threads (a Ray task: the CPUs it reserved; its process may have run other tasks before); `embeddings`: the
+    directory of the cached sentence embeddings when eval.demos.embedder is minilm."""
     if threads:
         torch.set_num_threads(threads)
     model = load_lm(model_dir).to(device).eval()
@@ -196,10 +203,16 @@ def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_pat
     tasks = load_collection(tasks_path, task_names)
     if cfg.demos.labels == "abstract":  # symbols for the options everywhere: demonstrations, queries, answers
         tasks = {name: abstract_task(task, cfg.demos.symbols) for name, task in tasks.items()}
+    if MAX_K in cfg.k:  # many-shot: one number for every task, so the k-curve averages the same tasks at each k
+        cfg = dataclasses.replace(cfg, k=many_shot_k(cfg.k, max_shots([tasks[t] for t in task_names], episodes, tok)))
+    if cfg.demos.cached_embeddings and embeddings is None:
+        raise ConfigError("eval.demos.embedder", "minilm: the embeddings step has not run (metaicl.eval.embed)")
+    embed = cached_embedder(embeddings) if cfg.demos.cached_embeddings else None
     rows, similarities = [], {}
     for name in methods:
         for task_name in task_names:
-            rows += evaluate_method(model, name, tasks[task_name], cfg, episodes, finetune, tok, device, similarities)
+            rows += evaluate_method(model, name, tasks[task_name], cfg, episodes, finetune, tok, device, similarities,
+                                    embed)
             if progress:
                 progress(variant, name, task_name)
     synthetic = getattr(tokenizer, "kind", None) == "ids"  # label words arbitrary per task: the oracle is a ceiling
@@ -208,6 +221,19 @@ def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_pat
     if variant == "pretrained" and synthetic:
         rows += leakage_rows(tasks_path, task_names)
     return rows
+
+
+def max_shots(tasks: list[Task], episodes: EpisodeConfig, tok) -> int:
+    """eval.k's `max`: the most demonstrations every task's episodes hold (episodes.max_length, the pool's mean
+    demonstration beside the task's longest query and option; metaicl.data.episodes.max_demos), at least 1."""
+    fits = [max_demos(task.train, [(q.input, q.options or task.options) for q in task.test], episodes, tok)
+            for task in tasks]
+    return max(1, min(fits))
+
+
+def many_shot_k(ks: list, top: int) -> list[int]:
+    """eval.k with `max` replaced by `top`, each k once, in the given order."""
+    return list(dict.fromkeys(top if k == MAX_K else k for k in ks))
 
 
 def leakage_rows(tasks_path: str, task_names: list[str]) -> list[dict]:
