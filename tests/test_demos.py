@@ -372,3 +372,68 @@ def test_many_shot_runs_every_task_at_the_k_the_context_holds_and_the_report_dra
     write_lm_report(tmp_path, "many-shot", results)
     report = (tmp_path / "report.md").read_text()
     assert f"k={top}" in report and "(kshot_curves.png)" in report and (tmp_path / "kshot_curves.png").exists()
+
+
+# --- Lu et al. 2022's entropy order (eval.demos.order: entropy) -------------------------------------------------
+
+def test_global_entropy_and_the_candidate_orders():
+    import numpy as np
+
+    from metaicl.eval.select import candidate_orders, global_entropy
+
+    assert global_entropy(np.array([0, 1, 0, 1]), 2) == pytest.approx(math.log(2))
+    assert global_entropy(np.array([2, 2, 2]), 3) == 0.0
+    assert sorted(map(tuple, candidate_orders(3, 24, np.random.default_rng(0)))) == sorted(
+        {(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)})  # 3! <= 24: every order
+    many = candidate_orders(6, 24, np.random.default_rng(0))
+    assert len(many) == 24 and len(set(map(tuple, many))) == 24 and many[0] == list(range(6))
+
+
+def test_entropy_order_moves_away_from_an_order_that_sends_every_probe_to_one_label():
+    """A planted reader with recency bias: it answers each probe with one of the last two demonstrations' labels,
+    in turn. Shown [20, 10, 10] it says 10 to every probe (GlobalE 0); the entropy order puts a 20 among the last
+    two (GlobalE ln 2). An order that is already best is kept (the drawn order is the first candidate)."""
+    from metaicl.eval.select import entropy_order
+
+    def reader(ordered):
+        last_two = [OPTIONS.index(d.output) for d in ordered[-2:]]
+        return [last_two[i % 2] for i in range(8)]
+
+    by_label = {o: [e for e in TASK.train if e.output == o] for o in OPTIONS}
+    drawn = [by_label["20"][0], by_label["10"][0], by_label["10"][1]]
+    chosen = entropy_order(drawn, TASK, 100, 24, reader)
+    assert sorted(d.input for d in chosen) == sorted(d.input for d in drawn)  # the same set, reordered
+    assert {d.output for d in chosen[-2:]} == {"10", "20"}
+    good = [by_label["10"][0], by_label["10"][1], by_label["20"][0]]
+    assert entropy_order(good, TASK, 100, 24, reader) == good
+
+
+def test_entropy_probes_are_unshown_pool_inputs_and_the_order_runs_through_the_evaluation(tmp_path):
+    """The probes never include a shown demonstration or a test input; order=entropy on the tiny sst2 model gives
+    the rows random order gives (same index), and is one config error with a retrieved selection."""
+    import pandas as pd
+
+    from metaicl.data.tasks import load_collection
+    from metaicl.data.tokenizer import TokenizerSpec
+    from metaicl.eval.config import EvalConfig
+    from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.eval.select import probes_for
+    from metaicl.experiment import FinetuneConfig
+
+    task = load_collection(ROOT / "data" / "icl", ["sst2"])["sst2"]
+    shown = sample_demos(task, 4, 100)
+    probes = probes_for(task, shown, 16, 100)
+    assert len(probes) == 16 and not {p.input for p in probes} & {d.input for d in shown}
+    assert not {p.input for p in probes} & {t.input for t in task.test}
+    model = tiny_sst2_model(tmp_path)
+    tables = {}
+    for order in ("random", "entropy"):
+        cfg = EvalConfig(k=[3], seeds=[100], max_test_examples=4, lm_icl=False)
+        cfg.demos.order, cfg.demos.probes = order, 6
+        rows = evaluate_variant("pretrained", model, ["in_context", "channel_in_context"], str(ROOT / "data" / "icl"),
+                                ["sst2"], cfg, EpisodeConfig(max_length=256, max_length_per_example=40),
+                                FinetuneConfig(), TokenizerSpec("local", path=model))
+        tables[order] = pd.DataFrame(rows).set_index(["method", "k", "seed", "scoring", "metric"]).value
+    assert tables["entropy"].index.equals(tables["random"].index)
+    with pytest.raises(ConfigError, match="eval.demos.order: entropy orders one shared set"):
+        load_config(ExperimentConfig, SYNTHETIC, ["eval.demos.order=entropy", "eval.demos.selection=knn"])

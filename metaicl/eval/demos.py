@@ -22,11 +22,11 @@ import string
 from dataclasses import dataclass, field
 from typing import List
 
-from metaicl.core.errors import ConfigError
+from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.seeding import rng_for
 from metaicl.data.tasks import Example, Task
 from metaicl.eval.embed import EMBEDDERS
-from metaicl.eval.select import EMBEDDED, ORDERS, SELECTIONS, SHARED
+from metaicl.eval.select import EMBEDDED, ORDERS, SELECTIONS, SHARED, SIMILAR
 
 LABEL_MODES = ("gold", "random", "permuted", "abstract", "none")
 
@@ -44,7 +44,12 @@ class DemosConfig:
     mmr_lambda: float = 0.5
     """selection=mmr: relevance against diversity (1 = knn, 0 = diversity alone)."""
     order: str = "random"
-    """Their order: random | similar_last (the most similar next to the query) | similar_first."""
+    """Their order: random | similar_last (the most similar next to the query) | similar_first | entropy (Lu et al.
+    2022's GlobalE order of a shared set, probed on unlabeled pool inputs)."""
+    orders: int = 24
+    """order=entropy: candidate orders tried (all k! when k! <= orders; Lu et al. use 24)."""
+    probes: int = 16
+    """order=entropy: probing inputs, unlabeled, from the training pool."""
     labels: str = "gold"
     """The demonstrations' labels: gold | random | permuted | abstract | none (metaicl/eval/demos.py; Min et al.
     2022 "Rethinking the Role of Demonstrations", Wei et al. 2023)."""
@@ -59,12 +64,16 @@ class DemosConfig:
     @property
     def per_query(self) -> bool:
         """Each query has demonstrations of its own (retrieved, or ordered by its similarity)."""
-        return self.selection not in SHARED or self.order != "random"
+        return self.selection not in SHARED or self.order in SIMILAR
 
     def validate(self, prefix: str = "eval.demos") -> None:
         for key, known in (("selection", SELECTIONS), ("order", ORDERS)):
             if getattr(self, key) not in known:
                 raise ConfigError(f"{prefix}.{key}", f"must be one of {list(known)}, got {getattr(self, key)!r}")
+        if self.order == "entropy" and self.selection not in SHARED:
+            raise ConfigError(f"{prefix}.order", f"entropy orders one shared set (selection {' or '.join(SHARED)}); "
+                                                 f"{self.selection} gives each query its own")
+        check_at_least(self, prefix, ("orders", "probes"), 1)
         if self.embedder not in EMBEDDERS:
             raise ConfigError(f"{prefix}.embedder", f"must be one of {list(EMBEDDERS)}, got {self.embedder!r}")
         if not 0.0 <= self.mmr_lambda <= 1.0:

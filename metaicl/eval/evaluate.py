@@ -31,7 +31,7 @@ from metaicl.eval.embed import cached_embedder
 from metaicl.eval.methods import METHODS, Method
 from metaicl.eval.metrics import accuracy, macro_f1
 from metaicl.eval.scoring import option_scores, pmi_scores, score
-from metaicl.eval.select import SHARED, demos_per_query, lm_embedder, shared_set
+from metaicl.eval.select import SHARED, demos_per_query, entropy_order, lm_embedder, probes_for, shared_set
 from metaicl.models.lm import lm_loss, load_lm
 
 SCORINGS = {"sum": False, "mean": True}
@@ -67,6 +67,16 @@ def predict(model, task: Task, demos, method: Method, cfg, episodes: EpisodeConf
             scores = [pmi_scores(s, option_scores(null, norm)) for s, null in zip(scores, nulls)]
         preds[name] = np.array([int(np.argmax(s)) for s in scores])
     return preds
+
+
+def entropy_ordered(model, task: Task, demos: list, method: Method, cfg, episodes: EpisodeConfig, tok, device,
+                    seed: int) -> list:
+    """The shared set in Lu et al. 2022's GlobalE order for this method's model and scoring (summed log-probs;
+    metaicl/eval/select.py: entropy_order), probed on unlabeled pool inputs the set does not show."""
+    probing = dataclasses.replace(task, test=probes_for(task, demos, cfg.demos.probes, seed))
+    whole = dataclasses.replace(cfg, max_test_examples=0)
+    return entropy_order(demos, task, seed, cfg.demos.orders, lambda ordered: predict(
+        model, probing, ordered, method, whole, episodes, tok, device)["sum"])
 
 
 def finetuned(model, demos, episodes: EpisodeConfig, tok, finetune, device):
@@ -152,6 +162,8 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
         for seed in cfg.seeds:
             demos = shared_set(task, k, seed, cfg.demos.selection)
             demos, raw = with_labels(demos, task, cfg.demos.labels, seed), []
+            if cfg.demos.order == "entropy" and method.demos and not method.finetune:
+                demos = entropy_ordered(model, task, demos, method, cfg, episodes, tok, device, seed)
             if method.finetune:
                 tuned, trained = finetuned(model, demos, episodes, tok, finetune, device)
                 preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)

@@ -23,6 +23,12 @@
             similar_last / similar_first  by similarity to the query, the most similar next to the query / first
                     (Liu et al. 2022 put the nearest last). The similarity is the embeddings' under knn, mmr
                     and dpp, else BM25's.
+            entropy  Lu et al. 2022 ("Fantastically Ordered Prompts"), GlobalE: of `eval.demos.orders` candidate
+                    orders of the shared set, the one whose predicted labels on a probing set are the most
+                    evenly spread (largest entropy of the predicted-label histogram: a prompt that sends every
+                    probe to one label is a bad prompt). Lu et al. generate the probes with the LM; here they are
+                    `eval.demos.probes` unlabeled inputs of the training pool that the set does not show (keyed
+                    by seed, task, k), so no test input is read. The same order for every query.
 Ties are broken by the pool's order. Similarities are computed once per (task, measure) for every query.
 """
 from __future__ import annotations
@@ -41,7 +47,9 @@ SHARED = ("random", "balanced")
 """Selections that give every query the same set (per seed)."""
 EMBEDDED = ("knn", "mmr", "dpp")
 """Selections that read the embeddings (the `lm` embedder); the others, and the order of a random set, BM25."""
-ORDERS = ("random", "similar_last", "similar_first")
+ORDERS = ("random", "similar_last", "similar_first", "entropy")
+SIMILAR = ("similar_last", "similar_first")
+"""Orders by each query's similarity: they give every query its own sequence."""
 
 
 def bm25(queries: list[list[int]], docs: list[list[int]], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
@@ -143,6 +151,50 @@ def balanced_demos(task: Task, k: int, seed: int) -> list[Example]:
             if queue and len(picked) < k:
                 picked.append(queue.pop(0))
     return [task.train[picked[int(j)]] for j in rng.permutation(len(picked))]
+
+
+def global_entropy(predicted: np.ndarray, labels: int) -> float:
+    """Lu et al. 2022's GlobalE: entropy (nats) of the histogram of predicted labels over the probes."""
+    p = np.bincount(predicted, minlength=labels) / max(1, len(predicted))
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum())
+
+
+def candidate_orders(n: int, count: int, rng: np.random.Generator) -> list[list[int]]:
+    """Up to `count` distinct orders of n items, the given order first: all of them when n! <= count, else random
+    distinct permutations."""
+    if math.factorial(n) <= count:
+        from itertools import permutations
+
+        return [list(p) for p in permutations(range(n))]
+    out, seen = [list(range(n))], {tuple(range(n))}
+    while len(out) < count:
+        order = rng.permutation(n).tolist()
+        if tuple(order) not in seen:
+            seen.add(tuple(order))
+            out.append(order)
+    return out
+
+
+def probes_for(task: Task, demos: list[Example], count: int, seed: int) -> list[Example]:
+    """Lu et al.'s probing set, from the pool: `count` training examples the set does not show (their labels are
+    never read), keyed by (seed, task, k)."""
+    shown = {id(d) for d in demos} | {(d.input, d.output) for d in demos}
+    rest = [e for e in task.train if id(e) not in shown and (e.input, e.output) not in shown]
+    rng = rng_for(seed, "probes", task.name, len(demos))
+    return [rest[int(i)] for i in rng.permutation(len(rest))[:count]]
+
+
+def entropy_order(demos: list[Example], task: Task, seed: int, count: int, labels_of) -> list[Example]:
+    """The demonstrations in the candidate order of largest GlobalE; labels_of(ordered demos) -> the predicted
+    option index of each probe. Ties: the earlier candidate (the drawn order first)."""
+    rng = rng_for(seed, "entropy-order", task.name, len(demos))
+    best, best_e = demos, -1.0
+    for order in candidate_orders(len(demos), count, rng):
+        ordered = [demos[i] for i in order]
+        e = global_entropy(np.asarray(labels_of(ordered)), len(task.options))
+        if e > best_e + 1e-12:
+            best, best_e = ordered, e
+    return best
 
 
 def shared_set(task: Task, k: int, seed: int, selection: str) -> list[Example]:
