@@ -221,7 +221,7 @@ def model_dirs(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, str]:
 
 
 def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
-             cpus: float | None = None) -> pd.DataFrame:
+             cpus: float | None = None, out: Path | None = None) -> pd.DataFrame:
     """Every model (pretrained, each meta-trained variant) scores its methods on every task and, with eval.lm_icl,
     measures its own in-context ability. On GPUs, or with eval.cpus_per_worker set: one Ray task per model with
     eval.*'s resources (unless eval.cpus_per_worker says otherwise, the tasks share `cpus`, default the cluster's
@@ -247,7 +247,8 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
     embeddings = embeddings_for(cfg, inputs)
     jobs = [(variant, path, [m for m in e.methods if METHODS[m].model == variant],
              str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes, cfg.finetune,
-             inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream, str(embeddings) if embeddings else None)
+             inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream, str(embeddings) if embeddings else None,
+             str(out / "adapters") if out is not None and cfg.finetune.save_adapters else None)
             for variant, path in dirs.items()]
     groups = [[job] for job in jobs]
     if not e.use_gpu and e.cpus_per_worker is None and len(jobs) > 1:
@@ -277,7 +278,7 @@ def measure_variants(jobs: list[tuple], threads: int | None = None) -> dict[str,
 def evaluate_run(cfg: ExperimentConfig, out: Path, steps: list[Step], echo, cpus: float | None = None) -> None:
     """MetaICL's table of the run's models, after the training curves of the steps it trained (stage `pretrain`
     or `metatrain/<variant>`), as results.parquet and report.md."""
-    scored = tidy(evaluate(cfg, read_inputs(cfg), model_dirs(cfg, steps), echo, cpus), run=out.name, arm="main",
+    scored = tidy(evaluate(cfg, read_inputs(cfg), model_dirs(cfg, steps), echo, cpus, out), run=out.name, arm="main",
                   stage="eval")
     curves = [training_rows(pd.read_parquet(s.where / DONE_FILE), out.name, "main",
                             "pretrain" if s.stage == "pretrain" else f"metatrain/{s.spec.arm}", s.spec.train.seed)

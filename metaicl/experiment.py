@@ -162,6 +162,10 @@ class FinetuneConfig:
     """full (every weight, MetaICL) | lora | ia3 (a `peft` adapter alone trains; metaicl/models/adapters.py)."""
     rank: int = 8
     """method=lora: the rank of the low-rank updates (alpha = 2 x rank)."""
+    save_adapters: bool = False
+    """method lora / ia3: keep every trained adapter in peft's format (adapter_config.json +
+    adapter_model.safetensors; `PeftModel.from_pretrained(base, dir)` loads it) under the run's
+    adapters/<method>/<task>/k<k>-seed<seed>/."""
 
     def validate(self, prefix: str = "finetune") -> None:
         check_at_least(self, prefix, ("steps", "rank"), 1)
@@ -169,6 +173,9 @@ class FinetuneConfig:
             raise ConfigError(f"{prefix}.method", f"must be one of {list(ADAPTERS)}, got {self.method!r}")
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        if self.save_adapters and self.method == "full":
+            raise ConfigError(f"{prefix}.save_adapters", "method full trains every weight: there is no adapter to "
+                                                         "save (lora or ia3)")
 
 
 @dataclass

@@ -95,9 +95,23 @@ def test_fine_tune_rows_say_how_many_parameters_trained(tmp_path):
         rows = pd.DataFrame(evaluate_variant(
             "pretrained", model, ["finetune"], str(ROOT / "data" / "icl"), ["sst2"],
             EvalConfig(k=[2], seeds=[100, 13], max_test_examples=4, lm_icl=False), EpisodeConfig(max_length=256),
-            FinetuneConfig(steps=2, method=method), TokenizerSpec("local", path=model)))
+            FinetuneConfig(steps=2, method=method, save_adapters=method == "lora"), TokenizerSpec("local", path=model),
+            adapters=str(tmp_path / "adapters")))
         assert {"accuracy", "macro_f1", "trained_params"} <= set(rows.metric)
         trained[method] = rows[rows.metric == "trained_params"].set_index("seed").value
+    from peft import PeftModel
+
     from metaicl.models.lm import count_params, load_lm
 
     assert (trained["lora"] == 2 * 8 * (64 + 192)).all() and (trained["full"] == count_params(load_lm(model))).all()
+    # finetune.save_adapters: one adapter per (task, k, seed) in peft's format, trained (its B is no longer 0)
+    saved = sorted(p.relative_to(tmp_path / "adapters").as_posix() for p in (tmp_path / "adapters").glob("*/*/*"))
+    assert saved == ["finetune/sst2/k2-seed100", "finetune/sst2/k2-seed13"]
+    loaded = PeftModel.from_pretrained(load_lm(model), tmp_path / "adapters" / saved[0])
+    assert any(p.abs().sum() > 0 for n, p in loaded.named_parameters() if "lora_B" in n)
+
+
+def test_saving_adapters_of_full_fine_tuning_is_one_config_error():
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, ROOT / "configs" / "metaicl_synthetic.yaml", ["finetune.save_adapters=true"])
+    assert err.value.key == "finetune.save_adapters"

@@ -82,13 +82,17 @@ def tiny_hf_model(tmp_path_factory):
 
 def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path, tiny_hf_model):
     """The pretrained-model rows through Ray (meta-training on text episodes: the next test, without Ray), with
-    demonstrations retrieved by MiniLM sentence embeddings: an embed step computes them once, before evaluation."""
+    demonstrations retrieved by MiniLM sentence embeddings (an embed step computes them once, before evaluation)
+    and LoRA Fine-tune rows whose adapters the run keeps."""
     out, data = tmp_path / "real", tmp_path / "data"
     assert main(["run", REAL, f"out_dir={out}", f"data_root={data}", f"lm.name_or_path={tiny_hf_model}",
                  "lm.context_length=512", "eval.use_gpu=false", "metatrain.use_gpu=false", "finetune.steps=1",
                  "episodes.max_length=512", "episodes.max_length_per_example=64", "eval.k=[2]", "eval.seeds=[100]",
                  "eval.max_test_examples=3", "eval.demos.selection=knn", "eval.demos.embedder=minilm",
+                 "finetune.method=lora", "finetune.save_adapters=true",
                  "eval.methods=[zero_shot,pmi_in_context,channel_in_context,finetune]"]) == 0
+    assert {p.name for p in (out / "adapters" / "finetune").iterdir()} == {"cb", "mnli"}  # LoRA, in peft's format
+    assert (out / "adapters" / "finetune" / "cb" / "k2-seed100" / "adapter_config.json").exists()
     [embedded] = data.glob("embeddings-minilm-*")
     assert (embedded / "embeddings.json").exists() and sorted(p.stem for p in embedded.glob("*.parquet")) == ["cb",
                                                                                                             "mnli"]

@@ -79,11 +79,11 @@ def entropy_ordered(model, task: Task, demos: list, method: Method, cfg, episode
         model, probing, ordered, method, whole, episodes, tok, device)["sum"])
 
 
-def finetuned(model, demos, episodes: EpisodeConfig, tok, finetune, device):
+def finetuned(model, demos, episodes: EpisodeConfig, tok, finetune, device, save_to: str | Path | None = None):
     """A copy of `model` trained on the k examples as 0-shot sequences (loss on the output only), full batch, every
     weight or an adapter's (finetune.method, metaicl/models/adapters.py); (the tuned model, merged, and the number
-    of parameters that trained)."""
-    from metaicl.models.adapters import merged, trained_parameters, with_adapter
+    of parameters that trained). `save_to`: the adapter is kept there in peft's format first."""
+    from metaicl.models.adapters import merged, save_adapter, trained_parameters, with_adapter
 
     tuned = with_adapter(copy.deepcopy(model), finetune.method, finetune.rank).train()
     seqs = [train_sequence([], ex, dataclasses.replace(episodes, method="direct"), tok) for ex in demos]
@@ -94,6 +94,8 @@ def finetuned(model, demos, episodes: EpisodeConfig, tok, finetune, device):
         lm_loss(tuned, batch).backward()
         optimizer.step()
     trained = trained_parameters(tuned)
+    if save_to is not None:
+        save_adapter(tuned, save_to)
     return merged(tuned).eval(), trained
 
 
@@ -146,9 +148,10 @@ def oracle_rows(task: Task, cfg) -> list[dict]:
 
 
 def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device,
-                    similarities: dict | None = None, embed=None) -> list[dict]:
+                    similarities: dict | None = None, embed=None, adapters: str | None = None) -> list[dict]:
     """The rows of one method on one task; `similarities` caches each task's query-pool similarities (per model);
-    `embed`: the cached sentence embedder (eval.demos.embedder minilm), else the scoring model embeds."""
+    `embed`: the cached sentence embedder (eval.demos.embedder minilm), else the scoring model embeds; `adapters`:
+    where fine-tuning keeps its adapters (finetune.save_adapters)."""
     method = METHODS[name]
     direct = method.method == "direct" and not method.pmi and bool(task.options)  # the options' own probability
     raw: list = []
@@ -165,7 +168,8 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
             if cfg.demos.order == "entropy" and method.demos and not method.finetune:
                 demos = entropy_ordered(model, task, demos, method, cfg, episodes, tok, device, seed)
             if method.finetune:
-                tuned, trained = finetuned(model, demos, episodes, tok, finetune, device)
+                keep = Path(adapters) / name / task.name / f"k{k}-seed{seed}" if adapters else None
+                tuned, trained = finetuned(model, demos, episodes, tok, finetune, device, keep)
                 preds = predict(tuned, task, [], method, cfg, episodes, tok, device, raw)
                 rows.append({"method": name, "task": task.name, "k": k, "seed": seed, "metric": "trained_params",
                              "value": float(trained)})
@@ -188,7 +192,7 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
 
 def measure_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str | None, task_names: list[str],
                     cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec | None, device: str = "cpu",
-                    stream: str | None = None, embeddings: str | None = None,
+                    stream: str | None = None, embeddings: str | None = None, adapters: str | None = None,
                     threads: int | None = None) -> tuple[list[dict], list[dict]]:
     """Everything an LM run measures of one model, in one Ray task (one worker process, not two): its rows of
     MetaICL's table (`methods`, if any) and, with cfg.lm_icl, its own in-context ability (metaicl.eval.lm_icl;
@@ -197,17 +201,19 @@ def measure_variant(variant: str, model_dir: str, methods: list[str], tasks_path
     from metaicl.eval.lm_icl import LMICLConfig, measure_model
 
     table = evaluate_variant(variant, model_dir, methods, tasks_path, task_names, cfg, episodes, finetune, tokenizer,
-                             device, threads=threads, embeddings=embeddings) if methods else []
+                             device, threads=threads, embeddings=embeddings, adapters=adapters) if methods else []
     own = measure_model(variant, model_dir, stream, LMICLConfig(), device, threads) if cfg.lm_icl else []
     return table, own
 
 
 def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_path: str, task_names: list[str],
                      cfg, episodes: EpisodeConfig, finetune, tokenizer: TokenizerSpec, device: str = "cpu",
-                     progress=None, threads: int | None = None, embeddings: str | None = None) -> list[dict]:
+                     progress=None, threads: int | None = None, embeddings: str | None = None,
+                     adapters: str | None = None) -> list[dict]:
     """Every row of `methods` (all scored by this variant's model) on every target task, on `threads` torch
     threads (a Ray task: the CPUs it reserved; its process may have run other tasks before); `embeddings`: the
-    directory of the cached sentence embeddings when eval.demos.embedder is minilm."""
+    directory of the cached sentence embeddings when eval.demos.embedder is minilm; `adapters`: where
+    finetune.save_adapters keeps them."""
     if threads:
         torch.set_num_threads(threads)
     model = load_lm(model_dir).to(device).eval()
@@ -224,7 +230,7 @@ def evaluate_variant(variant: str, model_dir: str, methods: list[str], tasks_pat
     for name in methods:
         for task_name in task_names:
             rows += evaluate_method(model, name, tasks[task_name], cfg, episodes, finetune, tok, device, similarities,
-                                    embed)
+                                    embed, adapters if finetune.save_adapters else None)
             if progress:
                 progress(variant, name, task_name)
     synthetic = getattr(tokenizer, "kind", None) == "ids"  # label words arbitrary per task: the oracle is a ceiling

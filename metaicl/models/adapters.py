@@ -39,6 +39,14 @@ def trained_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def save_adapter(model, path) -> None:
+    """The adapter alone in peft's format (adapter_config.json + adapter_model.safetensors), atomically."""
+    from metaicl.core.io import atomic_dir
+
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp))
+
+
 def merged(model):
     """The adapter folded into the base weights (a plain `transformers` model); a model without one as it is."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
