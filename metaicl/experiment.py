@@ -145,6 +145,11 @@ class MetaTrainConfig(TrainConfig):
     demonstrations and query), so the mapping can be read from the demonstrations only: meta-training cannot
     memorise a task's input -> word (Kirsch et al. 2022 make tasks by such permutations). For synthetic tasks, whose
     words are arbitrary per task anyway; on real tasks it removes what the label words mean."""
+    fresh_tasks: bool = False
+    """Synthetic tasks: every episode is a new task of a meta-training family (its own label words, keys and
+    filler law, drawn from the same rules as the collection's), not one of its tasks_per_family: a model cannot
+    memorise an unbounded task set, only learn to read demonstrations (the task-diversity lever of Kirsch et al.
+    2022 and Raventos et al. 2023). Measured in issue 15: with 600-800 tasks the meta-trained model memorised them."""
 
     def validate(self, prefix: str = "metatrain") -> None:
         super().validate(prefix)
@@ -259,6 +264,9 @@ class ExperimentConfig:
             raise ConfigError("tasks", "MetaICL's methods are evaluated on tasks: add tasks.path (a collection) or "
                                        "tasks.synthetic")
         synthetic = self.tasks is not None and self.tasks.synthetic is not None
+        if self.metatrain.fresh_tasks and not synthetic:
+            raise ConfigError("metatrain.fresh_tasks", "new tasks are made from a synthetic collection's rules "
+                                                       "(tasks.synthetic); a collection of files has only its tasks")
         if synthetic and self.pretrain is None:
             raise ConfigError("tasks.synthetic", "synthetic tasks are written in a mixture's language: add `pretrain:`")
         if synthetic and self.tasks.source not in self.pretrain.sources:

@@ -311,12 +311,25 @@ def leakage(cfg: TaskFamiliesConfig, token_range: tuple[int, int]) -> dict[str, 
     return out
 
 
-def task_lines(task: Task, inputs: np.ndarray, classes: np.ndarray) -> str:
-    """The split's jsonl text: keys in a fixed order, one line per example, the same options on every line."""
+def task_records(task: Task, inputs: np.ndarray, classes: np.ndarray) -> list[dict]:
+    """One {"task", "input", "output", "options"} per example (text = whitespace-separated ids), keys in this
+    order, the same options on every record."""
     options = [str(int(t)) for t in task.labels]
-    lines = (json.dumps({"task": task.name, "input": " ".join(map(str, row.tolist())), "output": options[c],
-                         "options": options}) for row, c in zip(inputs, classes.tolist()))
-    return "".join(line + "\n" for line in lines)
+    return [{"task": task.name, "input": " ".join(map(str, row.tolist())), "output": options[c], "options": options}
+            for row, c in zip(inputs, classes.tolist())]
+
+
+def task_lines(task: Task, inputs: np.ndarray, classes: np.ndarray) -> str:
+    """The split's jsonl text: one line per example."""
+    return "".join(json.dumps(r) + "\n" for r in task_records(task, inputs, classes))
+
+
+def fresh_examples(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name: str, index: int,
+                   n: int) -> list[dict]:
+    """n training examples of task `index` of a family, made on the fly (metatrain.fresh_tasks): the collection's
+    task of that index has the same ones."""
+    task = make_task(cfg, token_range, family_name, index)
+    return task_records(task, *sample_split(cfg, task, index, "train", n))
 
 
 def write_task(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name: str, index: int,

@@ -265,3 +265,36 @@ def test_shuffled_labels_map_words_afresh_per_episode_and_the_same_within_it(tmp
         mappings.append(frozenset(pairs))
     assert len(set(mappings)) > 1  # the mapping differs between episodes
     assert batches(True).episode(3, 0) == batches(True).episode(3, 0)  # keyed by (seed, step, i): reproducible
+
+
+def test_fresh_tasks_make_a_new_task_of_a_meta_training_family_for_every_episode(tmp_path):
+    """metatrain.fresh_tasks (issue 15): each episode's demonstrations and query come from a task made for it (its
+    own keys and label words, none of the collection's), which follows its family's rule (the family's reader
+    answers every example right from the task's keys); the same (seed, step, i) gives the same episode."""
+    import numpy as np
+
+    from metaicl.core.seeding import rng_for
+    from metaicl.train.lm import EpisodeBatches
+    from pretrain_data.task_families import READERS, TaskFamiliesConfig, build_task_families, make_task
+
+    cfg = TaskFamiliesConfig(meta_train_families=["first_token", "majority"], eval_families=["last_token"],
+                             tasks_per_family=2, eval_tasks_per_family=1, input_length=3, train_examples=40,
+                             test_examples=3, keys_per_class=2, label_words=8)
+    families = build_task_families(cfg, (1, 300), tmp_path / "tasks")
+    batches = EpisodeBatches(EpisodeData(str(tmp_path / "tasks"), families["splits"]["meta_train"],
+                                         EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64), k=5,
+                                         tokenizer=TokenizerSpec(**families["tokenizer"]), fresh_tasks=True), 4)
+    collection = {tuple(make_task(cfg, (1, 300), f, i).keys.ravel()) for f in cfg.meta_train_families for i in (0, 1)}
+    seen, families_seen = set(), set()
+    for step in range(8):
+        task = batches.fresh_task(rng_for(0, "episode", step, 0))
+        family, index = task.name.rsplit("_", 1)
+        made = make_task(cfg, (1, 300), family, int(index))
+        assert int(index) >= cfg.tasks_per_family and tuple(made.keys.ravel()) not in collection
+        inputs = np.array([[int(t) for t in e.input.split()] for e in task.train])
+        classes = np.array([task.options.index(e.output) for e in task.train])
+        assert (READERS[family](made, inputs) == classes).all()  # the family's rule holds
+        seen.add(tuple(made.keys.ravel()))
+        families_seen.add(family)
+    assert len(seen) == 8 and families_seen == {"first_token", "majority"}  # a new task every episode
+    assert batches.episode(3, 1) == batches.episode(3, 1) and batches.episode(3, 1) != batches.episode(4, 1)

@@ -213,8 +213,17 @@ def test_the_meta_training_step_reads_loss_on_and_shuffle_labels(monkeypatch, tm
     planted = lp.Inputs(None, tmp_path / "tasks-00000000", ["first_token_000"], ["last_token_000"],
                         TokenizerSpec("ids", 100))
     monkeypatch.setattr(lp, "read_inputs", lambda cfg: planted)
-    both = ["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true"]
-    for overrides, expect in (([], ("query", False)), (both, ("all_outputs", True))):
+    all3 = ["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true", "metatrain.fresh_tasks=true"]
+    dirs = set()
+    for overrides, expect in (([], ("query", False, False)), (all3, ("all_outputs", True, True))):
         cfg = load_config(ExperimentConfig, SYNTHETIC, [*overrides, f"data_root={tmp_path}", "eval.methods=[metaicl]"])[0]
         [step] = [s for s in lp.lm_steps(cfg, ["metatrain"]) if s.stage == "metatrain"]
-        assert (step.spec.episodes.loss_on, step.spec.episodes.shuffle_labels) == expect
+        episodes = step.spec.episodes
+        assert (episodes.loss_on, episodes.shuffle_labels, episodes.fresh_tasks) == expect
+        dirs.add(step.where)
+    assert len(dirs) == 2  # a step of its own: the keys name it
+
+
+def test_fresh_tasks_need_a_synthetic_collection():
+    with pytest.raises(ConfigError, match="metatrain.fresh_tasks: new tasks are made from a synthetic collection"):
+        load_config(ExperimentConfig, ROOT / "configs" / "metaicl_real_tasks.yaml", ["metatrain.fresh_tasks=true"])

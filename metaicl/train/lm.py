@@ -29,7 +29,7 @@ import pyarrow as pa
 from metaicl.core.io import write_json, write_parquet
 from metaicl.core.seeding import rng_for, seed_all
 from metaicl.data.episodes import EpisodeConfig, pad, train_sequence
-from metaicl.data.tasks import Example
+from metaicl.data.tasks import Example, Task
 from metaicl.data.tokenizer import TokenizerSpec
 from metaicl.eval.lm_icl import LMICLConfig
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
@@ -130,6 +130,8 @@ class EpisodeData:
     """Which answers of an episode the loss is on (metatrain.loss_on)."""
     shuffle_labels: bool = False
     """A fresh mapping of the task's label words to its classes in every episode (metatrain.shuffle_labels)."""
+    fresh_tasks: bool = False
+    """A new task of a meta-training family in every episode (metatrain.fresh_tasks; synthetic collections)."""
 
 
 def relabel(example: Example, word: dict[str, str]) -> Example:
@@ -148,10 +150,17 @@ class EpisodeBatches:
         self.tasks = load_collection(data.tasks_path, data.task_names)
         self.names = sorted(self.tasks)
         self.tok = load_tokenizer(data.tokenizer)
+        if data.fresh_tasks:  # the collection's own rules and token range make the new tasks
+            from metaicl.core.io import read_json
+            from pretrain_data.task_families import TaskFamiliesConfig
+
+            info = read_json(Path(data.tasks_path) / "families.json")
+            self.families = TaskFamiliesConfig(**info["config"])
+            self.token_range = tuple(info["token_range"])
 
     def episode(self, *key) -> tuple[list[int], list[int]]:
         rng = rng_for(self.data.seed, "episode", *key)
-        task = self.tasks[self.names[rng.integers(len(self.names))]]
+        task = self.fresh_task(rng) if self.data.fresh_tasks else self.tasks[self.names[rng.integers(len(self.names))]]
         picked = rng.choice(len(task.train), size=self.data.k + 1, replace=False)
         demos, query = [task.train[i] for i in picked[:-1]], task.train[picked[-1]]
         if self.data.shuffle_labels and task.options:  # one mapping for the episode's demonstrations and query
@@ -159,6 +168,20 @@ class EpisodeBatches:
             demos, query = [relabel(e, word) for e in demos], relabel(query, word)
         seq = train_sequence(demos, query, self.data.episodes, self.tok, self.data.loss_on)
         return seq.ids, seq.loss_mask
+
+    def fresh_task(self, rng) -> Task:
+        """A task made for this episode: a meta-training family, an index past the collection's (keyed by the
+        episode's rng, so by (seed, step, i) alone), its training pool as large as the collection's (the episode
+        then draws from it as from any task: a pool of exactly k + 1 balanced examples would give the query's
+        class away by counting)."""
+        from pretrain_data.task_families import fresh_examples
+
+        families = self.families.meta_train_families
+        family = families[int(rng.integers(len(families)))]
+        index = self.families.tasks_per_family + int(rng.integers(1 << 40))
+        pool = [Example(**r) for r in fresh_examples(self.families, self.token_range, family, index,
+                                                      self.families.train_examples)]
+        return Task(pool[0].task, pool, [], pool[0].options)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self.episode(step, i) for i in range(self.batch_size)[self.rank :: self.world]]
@@ -205,7 +228,8 @@ class LMStage:
         """What a checkpoint must have been trained on to be resumed: content, not paths (a run directory may move
         from a laptop to a cluster)."""
         what = ({"stream": batches.stream.manifest.config_hash} if self.stream else
-                {"tasks": self.episodes.task_names, "k": self.episodes.k, "method": self.episodes.episodes.method})
+                {"tasks": self.episodes.task_names, "k": self.episodes.k, "method": self.episodes.episodes.method,
+                 **({"fresh_tasks": True} if self.episodes.fresh_tasks else {})})
         return {**what, "batch_size": self.train.batch_size}
 
     def run(self, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
