@@ -74,6 +74,10 @@ class PromptStream(TokenStream):
         shards = [(self._shard(file), row) for file, row in self.locate(positions)]
         return np.stack([xs[row] for (xs, _, _), row in shards]), np.stack([ys[row] for (_, ys, _), row in shards])
 
+    def has_weights(self) -> bool:
+        """Every shard keeps its prompts' w (linear families, built by this version)."""
+        return all("ws" in pq.read_schema(self.manifest.root / f).names for f in self.files.values())
+
     def weights(self, positions) -> np.ndarray:
         """(n, d) each prompt's w (linear families); a ValueError naming the shard where it was not kept."""
         out = []

@@ -286,6 +286,26 @@ def test_the_dimension_curriculum_zeroes_the_last_coordinates_and_keeps_y_the_pr
     assert all(torch.equal(a, b) for a, b in zip(cur.get(30), whole.get(30)))  # 2 + 3 = 5 = d: the stored prompt
 
 
+def test_a_mixture_built_before_prompts_kept_their_w_is_one_error_naming_it(tmp_path):
+    import pyarrow.parquet as pq
+
+    from metaicl.train.config import CurriculumConfig
+    from metaicl.train.lm import PromptBatches
+    from pretrain_data.build import build
+    from pretrain_data.mixture_config import MixtureConfig, SourceConfig
+
+    mix = MixtureConfig(name="fc", token_budget=11 * 32, context_length=11, windows_per_shard=32,
+                        sources={"linear": SourceConfig(kind="function_class", function_class=replace(LINEAR,
+                                                                                                     n_points=11))})
+    manifest = build(mix, tmp_path)
+    [shard] = manifest.root.glob("linear-*.parquet")
+    pq.write_table(pq.read_table(shard).drop(["ws"]), shard)  # as an earlier version wrote it
+    PromptBatches(str(manifest.root / "manifest.json"), 8)  # whole prompts need no w
+    with pytest.raises(ConfigError, match="was built before prompts kept their w") as err:
+        PromptBatches(str(manifest.root / "manifest.json"), 8, curriculum=CurriculumConfig(dims_start=2))
+    assert err.value.key == "train.curriculum.dims_start" and str(manifest.root) in err.value.message
+
+
 @pytest.mark.parametrize("override, key", [
     (["train.curriculum.dims_start=2", "pretrain.sources.linear.function_class.family=relu2nn"],
      "train.curriculum.dims_start"),  # y in fewer dimensions needs the prompt's w: linear families only

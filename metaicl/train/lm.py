@@ -86,6 +86,11 @@ class PromptBatches:
 
         self.stream = PromptStream(Manifest.read(Path(manifest_path).parent))
         self.batch_size, self.rank, self.world, self.curriculum = batch_size, rank, world, curriculum
+        if curriculum is not None and curriculum.dims_start is not None and not self.stream.has_weights():
+            from metaicl.core.errors import ConfigError
+
+            raise ConfigError("train.curriculum.dims_start", f"{self.stream.manifest.root} was built before prompts "
+                                                             f"kept their w: delete it and run again to rebuild it")
 
     def prompts(self, positions, points: int) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
