@@ -248,7 +248,7 @@ def evaluate(cfg: ExperimentConfig, inputs: Inputs, dirs: dict[str, str], echo,
     jobs = [(variant, path, [m for m in e.methods if METHODS[m].model == variant],
              str(inputs.tasks) if inputs.tasks else None, inputs.eval, e, cfg.episodes, cfg.finetune,
              inputs.tokenizer, "cuda" if e.use_gpu else "cpu", stream, str(embeddings) if embeddings else None,
-             str(out / "adapters") if out is not None and cfg.finetune.save_adapters else None)
+             str(out / "adapters") if out is not None else None)  # used with finetune.save_adapters
             for variant, path in dirs.items()]
     groups = [[job] for job in jobs]
     if not e.use_gpu and e.cpus_per_worker is None and len(jobs) > 1:

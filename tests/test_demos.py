@@ -424,6 +424,8 @@ def test_entropy_probes_are_unshown_pool_inputs_and_the_order_runs_through_the_e
     shown = sample_demos(task, 4, 100)
     probes = probes_for(task, shown, 16, 100)
     assert len(probes) == 16 and not {p.input for p in probes} & {d.input for d in shown}
+    relabelled = with_labels(shown, task, "permuted", 100)  # copies with other outputs: the same inputs are shown
+    assert not {p.input for p in probes_for(task, relabelled, 16, 100)} & {d.input for d in shown}
     assert not {p.input for p in probes} & {t.input for t in task.test}
     model = tiny_sst2_model(tmp_path)
     tables = {}

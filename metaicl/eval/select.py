@@ -176,10 +176,10 @@ def candidate_orders(n: int, count: int, rng: np.random.Generator) -> list[list[
 
 
 def probes_for(task: Task, demos: list[Example], count: int, seed: int) -> list[Example]:
-    """Lu et al.'s probing set, from the pool: `count` training examples the set does not show (their labels are
-    never read), keyed by (seed, task, k)."""
-    shown = {id(d) for d in demos} | {(d.input, d.output) for d in demos}
-    rest = [e for e in task.train if id(e) not in shown and (e.input, e.output) not in shown]
+    """Lu et al.'s probing set, from the pool: `count` training examples whose inputs the set does not show (their
+    labels are never read; the set's may be relabelled copies, eval.demos.labels), keyed by (seed, task, k)."""
+    shown = {d.input for d in demos}
+    rest = [e for e in task.train if e.input not in shown]
     rng = rng_for(seed, "probes", task.name, len(demos))
     return [rest[int(i)] for i in rng.permutation(len(rest))[:count]]
 
