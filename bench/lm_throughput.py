@@ -1,10 +1,11 @@
 """A language model's pretraining stage on CPU: Ray Train vs a bare loop, and the stage against the bare loop on
 every core (issue 20). Measured side by side in one run.
 
-    python bench/lm_throughput.py [--steps 400] [--repeats 1]
+    python bench/lm_throughput.py [--steps 400] [--repeats 1] [--config configs/regression_icl.yaml]
 
-Model, batch and mixture: configs/metaicl_synthetic.yaml's pretraining (GPT-2 tiny preset: 2 layers, 2 heads,
-d 64; 32 windows of 64 tokens; its token mixture, built here). Each side runs `LMStage.run`, the stage's own code:
+Model, batch and mixture: the config's pretraining, its mixture built here (default configs/metaicl_synthetic.yaml:
+GPT-2 tiny preset, 2 layers, 2 heads, d 64; 32 windows of 64 tokens; configs/regression_icl.yaml: Garg et al.'s
+regression model, 4 layers, 64 prompts of 16 (x, y) pairs). Each side runs `LMStage.run`, the stage's own code:
   bare      - a plain `python` subprocess, torch on every core, evaluation and checkpoint at the last step only
               (the plain loop);
   ray       - the same spec (same threads, same cadence) through `fit_arm`, one worker sized to every core (a
@@ -56,6 +57,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--config", default=str(ROOT / "configs" / "metaicl_synthetic.yaml"))
     p.add_argument("--bare-spec", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.bare_spec:
@@ -69,7 +71,7 @@ def main() -> None:
 
     cores = os.cpu_count()
     root = Path(tempfile.mkdtemp(prefix="metaicl-bench-lm-"))
-    cfg, _ = load_config(ExperimentConfig, ROOT / "configs" / "metaicl_synthetic.yaml",
+    cfg, _ = load_config(ExperimentConfig, Path(args.config),
                          [f"train.steps={args.steps}", f"data_root={root / 'data'}"])
     init_ray(cfg.cluster)
     manifest = build(cfg.pretrain, cfg.data_root, progress=False)
@@ -80,7 +82,7 @@ def main() -> None:
     for i in range(args.repeats):
         for kind, train in sides.items():
             spec = LMStage("pretrain", str(root / f"{kind}{i}"), cfg.lm, train, stream=str(manifest.path),
-                           vocab_size=manifest.vocab_size)
+                           vocab_size=manifest.vocab_size, prompts=cfg.regression)
             t = time.perf_counter()
             if kind == "bare":
                 run_bare(spec, root, cores)
