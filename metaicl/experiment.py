@@ -164,23 +164,26 @@ class FinetuneConfig:
     lr: float = 1e-3
     """AdamW learning rate."""
     method: str = "full"
-    """full (every weight, MetaICL) | lora | ia3 (a `peft` adapter alone trains; metaicl/models/adapters.py)."""
+    """full (every weight, MetaICL) | lora | ia3 (a `peft` adapter alone trains) | prompt_tuning (virtual tokens
+    alone train, Lester et al. 2021); metaicl/models/adapters.py."""
     rank: int = 8
     """method=lora: the rank of the low-rank updates (alpha = 2 x rank)."""
+    virtual_tokens: int = 8
+    """method=prompt_tuning: trained input embeddings in front of every sequence (peft's num_virtual_tokens)."""
     save_adapters: bool = False
-    """method lora / ia3: keep every trained adapter in peft's format (adapter_config.json +
+    """method lora / ia3 / prompt_tuning: keep every trained adapter in peft's format (adapter_config.json +
     adapter_model.safetensors; `PeftModel.from_pretrained(base, dir)` loads it) under the run's
     adapters/<method>/<task>/k<k>-seed<seed>/."""
 
     def validate(self, prefix: str = "finetune") -> None:
-        check_at_least(self, prefix, ("steps", "rank"), 1)
+        check_at_least(self, prefix, ("steps", "rank", "virtual_tokens"), 1)
         if self.method not in ADAPTERS:
             raise ConfigError(f"{prefix}.method", f"must be one of {list(ADAPTERS)}, got {self.method!r}")
         if self.lr <= 0:
             raise ConfigError(f"{prefix}.lr", f"must be > 0, got {self.lr}")
         if self.save_adapters and self.method == "full":
             raise ConfigError(f"{prefix}.save_adapters", "method full trains every weight: there is no adapter to "
-                                                         "save (lora or ia3)")
+                                                         "save (lora, ia3 or prompt_tuning)")
 
 
 @dataclass
@@ -287,6 +290,10 @@ class ExperimentConfig:
         if self.eval.demos.labels == "none" and {"finetune", "finetune_metatrain"} & set(self.eval.methods):
             raise ConfigError("eval.demos.labels", "none leaves fine-tuning nothing to learn from: drop the finetune "
                                                    "methods or choose another label mode")
+        if self.eval.icl_vs_finetune and self.finetune.method == "prompt_tuning":
+            raise ConfigError("eval.icl_vs_finetune", "Dai et al.'s comparison reads the fine-tuned weights' attention "
+                                                      "over the query; prompt tuning changes no weight and adds "
+                                                      "virtual tokens to attend to (finetune.method full, lora or ia3)")
         if synthetic and self.eval.demos.labels == "abstract":
             raise ConfigError("eval.demos.labels", "abstract symbols are for real tasks: a synthetic task's label "
                                                    "words are arbitrary per task already (abstract by construction)")

@@ -80,8 +80,8 @@ def test_an_unknown_method_is_one_config_error():
 
 
 def test_fine_tune_rows_say_how_many_parameters_trained(tmp_path):
-    """Fine-tune through the evaluation with finetune.method=lora and full, on a tiny model of sst2: the same
-    metric rows, plus trained_params per (k, seed), far fewer for LoRA."""
+    """Fine-tune through the evaluation with finetune.method full, lora and prompt_tuning, on a tiny model of sst2:
+    the same metric rows, plus trained_params per (k, seed), far fewer for the adapters."""
     import pandas as pd
 
     from metaicl.data.tokenizer import TokenizerSpec
@@ -91,7 +91,7 @@ def test_fine_tune_rows_say_how_many_parameters_trained(tmp_path):
 
     model = tiny_sst2_model(tmp_path)
     trained = {}
-    for method in ("full", "lora"):
+    for method in ("full", "lora", "prompt_tuning"):
         rows = pd.DataFrame(evaluate_variant(
             "pretrained", model, ["finetune"], str(ROOT / "data" / "icl"), ["sst2"],
             EvalConfig(k=[2], seeds=[100, 13], max_test_examples=4, lm_icl=False), EpisodeConfig(max_length=256),
@@ -104,6 +104,7 @@ def test_fine_tune_rows_say_how_many_parameters_trained(tmp_path):
     from metaicl.models.lm import count_params, load_lm
 
     assert (trained["lora"] == 2 * 8 * (64 + 192)).all() and (trained["full"] == count_params(load_lm(model))).all()
+    assert (trained["prompt_tuning"] == 8 * 64).all()  # 8 virtual tokens of width 64
     # finetune.save_adapters: one adapter per (task, k, seed) in peft's format, trained (its B is no longer 0)
     saved = sorted(p.relative_to(tmp_path / "adapters").as_posix() for p in (tmp_path / "adapters").glob("*/*/*"))
     assert saved == ["finetune/sst2/k2-seed100", "finetune/sst2/k2-seed13"]
@@ -115,3 +116,54 @@ def test_saving_adapters_of_full_fine_tuning_is_one_config_error():
     with pytest.raises(ConfigError) as err:
         load_config(ExperimentConfig, ROOT / "configs" / "metaicl_synthetic.yaml", ["finetune.save_adapters=true"])
     assert err.value.key == "finetune.save_adapters"
+
+
+def test_an_untrained_soft_prompt_scores_as_its_tokens_written_in_front_of_every_prefix():
+    """Prompt tuning (Lester et al. 2021) initialises its virtual tokens from vocabulary embeddings: untrained, the
+    wrapped model must score every request exactly as the plain model with those tokens in front of its prefix —
+    through the fast scorer's prefix cache and position ids, and the slow scorer's full sequences."""
+    from metaicl.data.episodes import ScoreRequest
+    from metaicl.eval.scoring import score_fast, score_slow
+    from metaicl.models.soft_prompt import SoftPrompt
+
+    for arch in ("gpt2", "llama"):
+        model = tiny(arch).eval()
+        init = torch.tensor([7, 3, 11])
+        soft = SoftPrompt(copy.deepcopy(model), init)
+        requests = [ScoreRequest([0, 5, 6, 9], [([4, 8], [40]), ([4, 8], [41, 42]), ([], [43])], 0),
+                    ScoreRequest([0, 5, 6, 9], [([2], [40]), ([2], [41, 42])], 0),
+                    ScoreRequest([0], [([12, 13], [44])], 0)]
+        written = [ScoreRequest([*init.tolist(), *r.prefix], r.rows, 0) for r in requests]
+        expected = score_slow(model, written)
+        for scorer in (score_fast, score_slow):
+            for got, want in zip(scorer(soft, requests), expected):
+                assert got == pytest.approx(want, abs=1e-4), (arch, scorer.__name__)
+
+
+def test_prompt_tuning_trains_only_its_virtual_tokens_and_saves_in_peft_format(tmp_path):
+    from peft import PeftModel
+
+    from metaicl.models.adapters import save_adapter
+    from metaicl.models.soft_prompt import SoftPrompt
+
+    model = tiny()
+    tuned, trained = finetuned(model, DEMOS, EPISODES, IdTokenizer(50),
+                               FinetuneConfig(steps=5, lr=1e-1, method="prompt_tuning", virtual_tokens=4), "cpu",
+                               save_to=tmp_path / "adapter")
+    assert isinstance(tuned, SoftPrompt) and trained == 4 * 64  # 4 virtual tokens of width 64, nothing else
+    assert not changed(model, tuned.model)  # the model itself is untouched
+    init = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:4]
+    assert not torch.allclose(tuned.prompt, model.get_input_embeddings().weight[init])  # the prompt moved
+    loaded = PeftModel.from_pretrained(copy.deepcopy(model), tmp_path / "adapter")
+    assert torch.equal(loaded.get_prompt_embedding_to_save("default"), tuned.prompt.detach())
+    save_adapter(tuned, tmp_path / "again")  # saving leaves the wrapper a plain frozen model behind its prompt
+    assert not changed(model, tuned.model) and trained == sum(p.numel() for p in tuned.parameters() if p.requires_grad)
+
+
+def test_dai_et_al_comparison_with_prompt_tuning_is_one_config_error():
+    """Prompt tuning changes no weight: the attention of "fine-tuned weights" that eval.icl_vs_finetune compares
+    with in-context learning does not exist."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, ROOT / "configs" / "metaicl_synthetic.yaml",
+                    ["finetune.method=prompt_tuning", "eval.icl_vs_finetune=true"])
+    assert err.value.key == "eval.icl_vs_finetune"

@@ -85,7 +85,7 @@ def finetuned(model, demos, episodes: EpisodeConfig, tok, finetune, device, save
     of parameters that trained). `save_to`: the adapter is kept there in peft's format first."""
     from metaicl.models.adapters import merged, save_adapter, trained_parameters, with_adapter
 
-    tuned = with_adapter(copy.deepcopy(model), finetune.method, finetune.rank).train()
+    tuned = with_adapter(copy.deepcopy(model), finetune.method, finetune.rank, finetune.virtual_tokens).train()
     seqs = [train_sequence([], ex, dataclasses.replace(episodes, method="direct"), tok) for ex in demos]
     batch = tuple(t.to(device) for t in pad([s.ids for s in seqs], [s.loss_mask for s in seqs]))
     optimizer = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=finetune.lr)

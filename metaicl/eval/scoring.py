@@ -16,14 +16,13 @@ A request is any object with `.prefix` ([bos] + demonstrations, token ids) and `
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from metaicl.core.errors import ConfigError
-from metaicl.models.lm import final_states
+from metaicl.models.lm import cache_kwarg, final_states
 
 
 def score(model, requests, fast: bool = True, batch_size: int | None = None, device="cpu") -> list[np.ndarray]:
@@ -99,7 +98,7 @@ def _score_rows(model, kv, last: torch.Tensor, p: int, chunk, sums, device) -> N
     mask = torch.cat([row_mask.new_ones(b, p), row_mask], dim=1)
     positions = (p + torch.arange(width, device=device)).expand(b, width)
     _, hidden = final_states(model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             **{_cache_kwarg(model): _expanded_cache(kv, b)})
+                             **{cache_kwarg(model): _expanded_cache(kv, b)})
     # A row's token t is predicted by the row's state at t - 1, or, for t = 0 (an empty condition), by the
     # prefix's last state: it sits in front of the flattened row states as flat row 0. Only the rows that predict
     # an option's token are projected onto the vocabulary (issue 18: not every row's every position).
@@ -157,11 +156,6 @@ def _expanded_cache(kv, batch: int):
     for layer in cache.layers:
         layer.keys, layer.values = (t.expand(batch, -1, -1, -1) for t in (layer.keys, layer.values))
     return cache
-
-
-def _cache_kwarg(model) -> str:
-    """transformers 5.x renamed `past_key_values` to `cache` (the old name is deprecated)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

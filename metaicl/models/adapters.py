@@ -10,18 +10,30 @@
         GPT-2's fused c_attn, Llama's q_proj and v_proj), rank `finetune.rank`, alpha = 2 x rank.
   ia3   learned rescaling of keys, values and the MLP's activations (Liu et al. 2022, "Few-Shot
         Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning").
-Both merge into the weights after training, so the scorers (KV cache, hidden states) see a plain model. Prompt
-tuning prepends virtual tokens, which cannot be merged and would shift every position the scorers read: not here.
+  prompt_tuning  `virtual_tokens` trained input embeddings in front of every sequence, the model frozen (Lester et
+        al. 2021, "The Power of Scale for Parameter-Efficient Prompt Tuning").
+LoRA and IA3 merge into the weights after training, so the scorers (KV cache, hidden states) see a plain model.
+Virtual tokens cannot be merged: `SoftPrompt` (metaicl/models/soft_prompt.py) is the frozen model behind them,
+called as the model itself is (the scorers' token ids, masks, positions and caches), so every scorer reads it
+unchanged; it saves in peft's format.
 """
 from __future__ import annotations
 
-ADAPTERS = ("full", "lora", "ia3")
+ADAPTERS = ("full", "lora", "ia3", "prompt_tuning")
 
 
-def with_adapter(model, method: str, rank: int = 8):
+def with_adapter(model, method: str, rank: int = 8, virtual_tokens: int = 8):
     """`model` wrapped with a fresh adapter (its base weights frozen), or `model` itself for `full`."""
     if method == "full":
         return model
+    if method == "prompt_tuning":
+        import torch
+
+        from metaicl.models.soft_prompt import SoftPrompt
+
+        vocab = model.get_input_embeddings().weight.shape[0]
+        init = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[:virtual_tokens]
+        return SoftPrompt(model, init.to(model.get_input_embeddings().weight.device))
     from peft import IA3Config, LoraConfig, get_peft_model
 
     conv1d = getattr(model.config, "model_type", "") == "gpt2"  # GPT-2's projections are Conv1D (weights transposed)

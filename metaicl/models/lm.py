@@ -181,6 +181,14 @@ def lm_loss(model, batch):
     return (nll * weight[targets]).sum() / weight.sum().clamp(min=1)
 
 
+def cache_kwarg(model) -> str:
+    """The keyword a model's forward takes its key/value cache by: transformers 5.x renamed `past_key_values` to
+    `cache` (the old name is deprecated)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def final_states(model, **inputs):
     """(the model's output, its final hidden states): the states after the last norm, which the output layer reads,
     for callers that project only some positions onto the vocabulary; the model itself projects just one
