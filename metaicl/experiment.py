@@ -133,6 +133,20 @@ class TasksConfig:
 
 
 @dataclass
+class TaskCurriculumConfig:
+    """Meta-training's first steps on simpler fresh tasks (a curriculum, Bengio et al. 2009; Garg et al. 2022 grow
+    their prompts the same way). With one-token inputs and two classes the input *is* the key, every family's rule
+    is the same copy — the demonstration whose input is the query's gives its label — and a tiny model learns it
+    where it does not learn the collection's tasks from the start (issue 15: docs/probes/family_copy.py, README)."""
+    steps: int = 0
+    """Meta-training steps on the simpler tasks, from step 0; 0 = none."""
+    input_length: int = 1
+    """Tokens per input of those tasks (the meta-training families that can be written that short make them)."""
+    num_classes: int = 2
+    """Classes (options) of those tasks."""
+
+
+@dataclass
 class MetaTrainConfig(TrainConfig):
     """Meta-training (MetaICL): the training knobs, plus k."""
     k: int = 16
@@ -151,8 +165,18 @@ class MetaTrainConfig(TrainConfig):
     memorise an unbounded task set, only learn to read demonstrations (the task-diversity lever of Kirsch et al.
     2022 and Raventos et al. 2023). Measured in issue 15: with 600-800 tasks the meta-trained model memorised them."""
 
+    task_curriculum: TaskCurriculumConfig = field(default_factory=TaskCurriculumConfig)
+    """With fresh_tasks: the first `task_curriculum.steps` steps on fresh tasks of `input_length`-token inputs and
+    `num_classes` classes, then the collection's shape."""
+
     def validate(self, prefix: str = "metatrain") -> None:
         super().validate(prefix)
+        check_at_least(self.task_curriculum, f"{prefix}.task_curriculum", ("steps",), 0)
+        check_at_least(self.task_curriculum, f"{prefix}.task_curriculum", ("input_length",), 1)
+        check_at_least(self.task_curriculum, f"{prefix}.task_curriculum", ("num_classes",), 2)
+        if self.task_curriculum.steps >= self.steps > 0:
+            raise ConfigError(f"{prefix}.task_curriculum.steps", f"{self.task_curriculum.steps} >= metatrain.steps="
+                                                                 f"{self.steps}: no step left for the tasks themselves")
         if self.loss_on not in LOSS_ON:
             raise ConfigError(f"{prefix}.loss_on", f"must be one of {list(LOSS_ON)}, got {self.loss_on!r}")
 
@@ -270,6 +294,8 @@ class ExperimentConfig:
         if self.metatrain.fresh_tasks and not synthetic:
             raise ConfigError("metatrain.fresh_tasks", "new tasks are made from a synthetic collection's rules "
                                                        "(tasks.synthetic); a collection of files has only its tasks")
+        if self.metatrain.task_curriculum.steps:
+            self._validate_task_curriculum()
         if synthetic and self.pretrain is None:
             raise ConfigError("tasks.synthetic", "synthetic tasks are written in a mixture's language: add `pretrain:`")
         if synthetic and self.tasks.source not in self.pretrain.sources:
@@ -311,6 +337,21 @@ class ExperimentConfig:
         """A model of real-valued prompts: pretrained on a function-class mixture (Garg et al. 2022)."""
         return self.lm is not None and self.pretrain is not None and any(
             s.kind in CONTINUOUS for s in self.pretrain.sources.values())
+
+    def _validate_task_curriculum(self) -> None:
+        from pretrain_data.task_families import FAMILIES
+
+        key, tc = "metatrain.task_curriculum", self.metatrain.task_curriculum
+        if not self.metatrain.fresh_tasks:
+            raise ConfigError(f"{key}.steps", "the simpler tasks are made fresh: set metatrain.fresh_tasks (synthetic "
+                                              "task collections)")
+        families = self.tasks.synthetic.meta_train_families
+        if not any(FAMILIES[f].min_length <= tc.input_length for f in families):
+            raise ConfigError(f"{key}.input_length", f"no meta-training family ({', '.join(families)}) can be written "
+                                                     f"in {tc.input_length} token(s)")
+        if tc.num_classes > self.tasks.synthetic.num_classes:
+            raise ConfigError(f"{key}.num_classes", f"{tc.num_classes} > tasks.synthetic.num_classes="
+                                                    f"{self.tasks.synthetic.num_classes}: a curriculum starts simpler")
 
     def _validate_regression(self) -> None:
         """Garg et al.'s model reads (x, y) pairs, not tokens: no tasks, no MetaICL methods; its prompts fit."""

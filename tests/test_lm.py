@@ -298,3 +298,36 @@ def test_fresh_tasks_make_a_new_task_of_a_meta_training_family_for_every_episode
         families_seen.add(family)
     assert len(seen) == 8 and families_seen == {"first_token", "majority"}  # a new task every episode
     assert batches.episode(3, 1) == batches.episode(3, 1) and batches.episode(3, 1) != batches.episode(4, 1)
+
+
+def test_the_task_curriculum_starts_on_one_token_two_class_tasks_then_the_collections_shape(tmp_path):
+    """metatrain.task_curriculum (issue 15): before its `steps`, every episode is a fresh task with one-token inputs
+    and two label words (the input is the key: the same copy in every family); from then on, and in the held-out
+    episodes that track the loss, the collection's three-token, three-class shape. Decoded episodes show it."""
+    from metaicl.core.seeding import rng_for
+    from metaicl.data.tokenizer import load_tokenizer
+    from metaicl.train.lm import EpisodeBatches
+    from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
+
+    cfg = TaskFamiliesConfig(meta_train_families=["first_token", "middle_token"], eval_families=["last_token"],
+                             tasks_per_family=2, eval_tasks_per_family=1, input_length=3, train_examples=40,
+                             test_examples=3, keys_per_class=1, label_words=8)
+    families = build_task_families(cfg, (1, 300), tmp_path / "tasks")
+    spec = TokenizerSpec(**families["tokenizer"])
+    batches = EpisodeBatches(EpisodeData(str(tmp_path / "tasks"), families["splits"]["meta_train"],
+                                         EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64), k=5,
+                                         tokenizer=spec, fresh_tasks=True, curriculum=(10, 1, 2)), 4)
+    tok = load_tokenizer(spec)
+
+    def shape(*key):
+        ids, _ = batches.episode(*key)
+        lines = [line.split() for line in tok.decode(ids[1:]).split("\n")]  # each example: input tokens, then its word
+        return {len(line) - 1 for line in lines}, len({line[-1] for line in lines})
+
+    simpler = [shape(step, i) for step in (0, 9) for i in range(4)]
+    assert all(lengths == {1} and words <= 2 for lengths, words in simpler) and max(w for _, w in simpler) == 2
+    whole = [shape(*key) for key in ((10, 0), (11, 2), (12, 1), ("heldout", 0), ("heldout", 1))]
+    assert all(lengths == {3} for lengths, _ in whole) and max(w for _, w in whole) == 3
+    # only middle_token cannot be written in one token: the simpler tasks are first_token's
+    assert {batches.fresh_task(rng_for(0, "episode", s, 0), True).name.rsplit("_", 1)[0] for s in range(6)} == {
+        "first_token"}

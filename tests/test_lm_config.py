@@ -214,14 +214,32 @@ def test_the_meta_training_step_reads_loss_on_and_shuffle_labels(monkeypatch, tm
                         TokenizerSpec("ids", 100))
     monkeypatch.setattr(lp, "read_inputs", lambda cfg: planted)
     all3 = ["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true", "metatrain.fresh_tasks=true"]
+    curriculum = [*all3, "metatrain.task_curriculum.steps=100"]
     dirs = set()
-    for overrides, expect in (([], ("query", False, False)), (all3, ("all_outputs", True, True))):
+    for overrides, expect in (([], ("query", False, False, (0, 1, 2))), (all3, ("all_outputs", True, True, (0, 1, 2))),
+                              (curriculum, ("all_outputs", True, True, (100, 1, 2)))):
         cfg = load_config(ExperimentConfig, SYNTHETIC, [*overrides, f"data_root={tmp_path}", "eval.methods=[metaicl]"])[0]
         [step] = [s for s in lp.lm_steps(cfg, ["metatrain"]) if s.stage == "metatrain"]
         episodes = step.spec.episodes
-        assert (episodes.loss_on, episodes.shuffle_labels, episodes.fresh_tasks) == expect
+        assert (episodes.loss_on, episodes.shuffle_labels, episodes.fresh_tasks, episodes.curriculum) == expect
         dirs.add(step.where)
-    assert len(dirs) == 2  # a step of its own: the keys name it
+    assert len(dirs) == 3  # a step of its own: the keys name it
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["metatrain.task_curriculum.steps=100"], "metatrain.task_curriculum.steps"),  # without fresh_tasks
+    (["metatrain.fresh_tasks=true", "metatrain.task_curriculum.steps=500"], "metatrain.task_curriculum.steps"),
+    (["metatrain.fresh_tasks=true", "metatrain.task_curriculum.steps=100", "metatrain.task_curriculum.num_classes=4"],
+     "metatrain.task_curriculum.num_classes"),
+    (["metatrain.fresh_tasks=true", "metatrain.task_curriculum.steps=100", "tasks.synthetic.input_length=3",
+      "tasks.synthetic.meta_train_families=[middle_token]"], "metatrain.task_curriculum.input_length"),
+])
+def test_a_task_curriculum_that_cannot_run_is_one_config_error(overrides, key):
+    """metatrain.task_curriculum: fresh tasks only; a step left after it; simpler than the collection; a family that
+    can be written in its input length (middle_token needs 3 tokens)."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, SYNTHETIC, overrides)
+    assert err.value.key == key
 
 
 def test_fresh_tasks_need_a_synthetic_collection():

@@ -137,6 +137,8 @@ class EpisodeData:
     """A fresh mapping of the task's label words to its classes in every episode (metatrain.shuffle_labels)."""
     fresh_tasks: bool = False
     """A new task of a meta-training family in every episode (metatrain.fresh_tasks; synthetic collections)."""
+    curriculum: tuple[int, int, int] = (0, 1, 2)
+    """(steps, input_length, num_classes) of metatrain.task_curriculum: fresh tasks of that shape before `steps`."""
 
 
 def relabel(example: Example, word: dict[str, str]) -> Example:
@@ -165,7 +167,9 @@ class EpisodeBatches:
 
     def episode(self, *key) -> tuple[list[int], list[int]]:
         rng = rng_for(self.data.seed, "episode", *key)
-        task = self.fresh_task(rng) if self.data.fresh_tasks else self.tasks[self.names[rng.integers(len(self.names))]]
+        simpler = isinstance(key[0], int) and key[0] < self.data.curriculum[0]  # held-out episodes: the tasks' shape
+        task = (self.fresh_task(rng, simpler) if self.data.fresh_tasks else
+                self.tasks[self.names[rng.integers(len(self.names))]])
         picked = rng.choice(len(task.train), size=self.data.k + 1, replace=False)
         demos, query = [task.train[i] for i in picked[:-1]], task.train[picked[-1]]
         if self.data.shuffle_labels and task.options:  # one mapping for the episode's demonstrations and query
@@ -174,17 +178,22 @@ class EpisodeBatches:
         seq = train_sequence(demos, query, self.data.episodes, self.tok, self.data.loss_on)
         return seq.ids, seq.loss_mask
 
-    def fresh_task(self, rng) -> Task:
+    def fresh_task(self, rng, simpler: bool = False) -> Task:
         """A task made for this episode: a meta-training family, an index past the collection's (keyed by the
         episode's rng, so by (seed, step, i) alone), its training pool as large as the collection's (the episode
         then draws from it as from any task: a pool of exactly k + 1 balanced examples would give the query's
-        class away by counting)."""
-        from pretrain_data.task_families import fresh_examples
+        class away by counting). `simpler`: in the task curriculum's shape (input length, classes), of the families
+        that can be written that short."""
+        from pretrain_data.task_families import FAMILIES, fresh_examples
 
-        families = self.families.meta_train_families
+        rules, families = self.families, self.families.meta_train_families
+        if simpler:
+            _, length, classes = self.data.curriculum
+            rules = dataclasses.replace(rules, input_length=length, num_classes=classes)
+            families = [f for f in families if FAMILIES[f].min_length <= length]
         family = families[int(rng.integers(len(families)))]
         index = self.families.tasks_per_family + int(rng.integers(1 << 40))
-        pool = [Example(**r) for r in fresh_examples(self.families, self.token_range, family, index,
+        pool = [Example(**r) for r in fresh_examples(rules, self.token_range, family, index,
                                                       self.families.train_examples)]
         return Task(pool[0].task, pool, [], pool[0].options)
 
@@ -234,7 +243,8 @@ class LMStage:
         from a laptop to a cluster)."""
         what = ({"stream": batches.stream.manifest.config_hash} if self.stream else
                 {"tasks": self.episodes.task_names, "k": self.episodes.k, "method": self.episodes.episodes.method,
-                 **({"fresh_tasks": True} if self.episodes.fresh_tasks else {})})
+                 **({"fresh_tasks": True} if self.episodes.fresh_tasks else {}),
+                 **({"curriculum": list(self.episodes.curriculum)} if self.episodes.curriculum[0] else {})})
         return {**what, "batch_size": self.train.batch_size}
 
     def run(self, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
