@@ -8,7 +8,8 @@ the tests: the bare loop behind README's "Learned absolute positions ..." bullet
 
 Prints the loss and each family's accuracy on 256 fresh episodes (chance 1 / C) every 250 steps. Knobs: key=value
 (see `args.get` below). Measured (2026-12-02): one-token inputs, 2 classes: seed 1 0.96 at step 1,000, seed 0 0.52;
-3-token inputs, 3 classes: 0.30-0.36 after 1,750-2,250 steps, even with train=last.
+3-token inputs, 3 classes: 0.30-0.36 after 1,750-2,250 steps, even with train=last; with `switch=1000` (the first
+1,000 steps on Lin0=1-token, C0=2-class last-token tasks: metatrain.task_curriculum) and train=last, 0.99 at 1,750.
 """
 import sys, math, time, torch
 torch.set_num_threads(1)
@@ -20,7 +21,7 @@ train_fams = args.get("train", "first,middle,majority").split(","); seed = int(a
 sep = int(args.get("sep", 0)); loss_on = args.get("loss", "all")
 BOUND, S = 0, V  # boundary id 0 between examples; S an extra id after the input when sep=1
 VV = V + 1
-def episode_batch(n, fam, gen):
+def episode_batch(n, fam, gen, Lin=Lin, C=C):
     # per episode: C keys (distinct, from 16..V), C words (distinct, from 1..16), k+1 examples
     keys = torch.stack([torch.randperm(V - 17, generator=gen)[:C] for _ in range(n)]) + 17
     words = torch.stack([torch.randperm(NW, generator=gen)[:C] for _ in range(n)]) + 1
@@ -68,8 +69,11 @@ def acc(f):
     return (lg.argmax(-1) + 1 == seq[:, ans[-1]]).float().mean().item()
 t0 = time.time()
 for s in range(steps):
-    fam = train_fams[s % len(train_fams)]
-    seq, ans = episode_batch(B, fam, gen)
+    if s < int(args.get("switch", 0)):
+        seq, ans = episode_batch(B, "last", gen, Lin=int(args.get("Lin0", 1)), C=int(args.get("C0", 2)))
+    else:
+        fam = train_fams[s % len(train_fams)]
+        seq, ans = episode_batch(B, fam, gen)
     tpos = ans if loss_on == "all" else ans[-1:]
     lg = model(seq).logits[:, tpos - 1].reshape(-1, VV)
     loss = torch.nn.functional.cross_entropy(lg, seq[:, tpos].reshape(-1))
