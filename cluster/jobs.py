@@ -143,6 +143,10 @@ def stop(job_id: str, address: Optional[str], *, token: str | None = None) -> bo
     already finished."""
     client = _client(address, token)
     with _errors(address, job_id):
+        # Ray answers stop_job with True while a finished job's supervisor is still being torn down (seen: a job
+        # already STOPPED "stopped" again): ask for its status first, so a finished job is False as said above.
+        if client.get_job_status(job_id).value in TERMINAL:
+            return False
         return client.stop_job(job_id)
 
 
