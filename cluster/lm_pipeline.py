@@ -155,8 +155,7 @@ def lm_steps(cfg: ExperimentConfig, stages) -> list[Step]:
         data = EpisodeData(str(inputs.tasks), inputs.meta_train, dataclasses.replace(cfg.episodes, method=method),
                            cfg.metatrain.k if demos else 0, inputs.tokenizer, cfg.metatrain.seed,
                            cfg.metatrain.loss_on, cfg.metatrain.shuffle_labels, cfg.metatrain.fresh_tasks,
-                           tuple(getattr(cfg.metatrain.task_curriculum, f) for f in ("steps", "input_length",
-                                                                                      "num_classes")))
+                           cfg.metatrain.task_curriculum)
         tasks = inputs.tasks.name if cfg.tasks.synthetic is not None else str(inputs.tasks)
         where = metatrain_dir(cfg, variant, Path(pre.out_dir).name if pre else base, tasks)
         steps.append(Step(name, "metatrain", where, DONE_FILE,

@@ -35,7 +35,7 @@ from metaicl.eval.config import EvalConfig
 from metaicl.models.config import ModelConfig
 from metaicl.models.adapters import ADAPTERS
 from metaicl.models.lm import LMConfig
-from metaicl.train.config import TrainConfig
+from metaicl.train.config import TaskCurriculumConfig, TrainConfig
 from pretrain_data.config import BurstyDataConfig
 from pretrain_data.mixture_config import CONTINUOUS, MixtureConfig
 from pretrain_data.task_families import TaskFamiliesConfig
@@ -133,20 +133,6 @@ class TasksConfig:
 
 
 @dataclass
-class TaskCurriculumConfig:
-    """Meta-training's first steps on simpler fresh tasks (a curriculum, Bengio et al. 2009; Garg et al. 2022 grow
-    their prompts the same way). With one-token inputs and two classes the input *is* the key, every family's rule
-    is the same copy — the demonstration whose input is the query's gives its label — and a tiny model learns it
-    where it does not learn the collection's tasks from the start (issue 15: docs/probes/family_copy.py, README)."""
-    steps: int = 0
-    """Meta-training steps on the simpler tasks, from step 0; 0 = none."""
-    input_length: int = 1
-    """Tokens per input of those tasks (the meta-training families that can be written that short make them)."""
-    num_classes: int = 2
-    """Classes (options) of those tasks."""
-
-
-@dataclass
 class MetaTrainConfig(TrainConfig):
     """Meta-training (MetaICL): the training knobs, plus k."""
     k: int = 16
@@ -171,9 +157,7 @@ class MetaTrainConfig(TrainConfig):
 
     def validate(self, prefix: str = "metatrain") -> None:
         super().validate(prefix)
-        check_at_least(self.task_curriculum, f"{prefix}.task_curriculum", ("steps",), 0)
-        check_at_least(self.task_curriculum, f"{prefix}.task_curriculum", ("input_length",), 1)
-        check_at_least(self.task_curriculum, f"{prefix}.task_curriculum", ("num_classes",), 2)
+        self.task_curriculum.validate(f"{prefix}.task_curriculum")
         if self.task_curriculum.steps >= self.steps > 0:
             raise ConfigError(f"{prefix}.task_curriculum.steps", f"{self.task_curriculum.steps} >= metatrain.steps="
                                                                  f"{self.steps}: no step left for the tasks themselves")

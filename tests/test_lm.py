@@ -306,6 +306,7 @@ def test_the_task_curriculum_starts_on_one_token_two_class_tasks_then_the_collec
     episodes that track the loss, the collection's three-token, three-class shape. Decoded episodes show it."""
     from metaicl.core.seeding import rng_for
     from metaicl.data.tokenizer import load_tokenizer
+    from metaicl.train.config import TaskCurriculumConfig
     from metaicl.train.lm import EpisodeBatches
     from pretrain_data.task_families import TaskFamiliesConfig, build_task_families
 
@@ -316,7 +317,8 @@ def test_the_task_curriculum_starts_on_one_token_two_class_tasks_then_the_collec
     spec = TokenizerSpec(**families["tokenizer"])
     batches = EpisodeBatches(EpisodeData(str(tmp_path / "tasks"), families["splits"]["meta_train"],
                                          EpisodeConfig(input_sep=" ", example_sep="\n", max_length=64), k=5,
-                                         tokenizer=spec, fresh_tasks=True, curriculum=(10, 1, 2)), 4)
+                                         tokenizer=spec, fresh_tasks=True,
+                                         curriculum=TaskCurriculumConfig(steps=10)), 4)
     tok = load_tokenizer(spec)
 
     def shape(*key):

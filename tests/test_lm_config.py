@@ -216,8 +216,11 @@ def test_the_meta_training_step_reads_loss_on_and_shuffle_labels(monkeypatch, tm
     all3 = ["metatrain.loss_on=all_outputs", "metatrain.shuffle_labels=true", "metatrain.fresh_tasks=true"]
     curriculum = [*all3, "metatrain.task_curriculum.steps=100"]
     dirs = set()
-    for overrides, expect in (([], ("query", False, False, (0, 1, 2))), (all3, ("all_outputs", True, True, (0, 1, 2))),
-                              (curriculum, ("all_outputs", True, True, (100, 1, 2)))):
+    from metaicl.train.config import TaskCurriculumConfig
+
+    none, first_100 = TaskCurriculumConfig(), TaskCurriculumConfig(steps=100, input_length=1, num_classes=2)
+    for overrides, expect in (([], ("query", False, False, none)), (all3, ("all_outputs", True, True, none)),
+                              (curriculum, ("all_outputs", True, True, first_100))):
         cfg = load_config(ExperimentConfig, SYNTHETIC, [*overrides, f"data_root={tmp_path}", "eval.methods=[metaicl]"])[0]
         [step] = [s for s in lp.lm_steps(cfg, ["metatrain"]) if s.stage == "metatrain"]
         episodes = step.spec.episodes

@@ -43,8 +43,8 @@ class SoftPrompt(torch.nn.Module):
         cache = kwargs.pop("cache", None) if cache is None else cache  # (an empty cache is falsy: no `or`)
         if cache is not None:
             kwargs[name] = cache
-        past = cache.get_seq_length() - n if cache is not None else 0
-        if position_ids is None:
+        if position_ids is None:  # after what the cache holds, less the prompt
+            past = cache.get_seq_length() - n if cache is not None else 0
             position_ids = torch.arange(past, past + width, device=input_ids.device).expand(b, width)
         embeds = self.model.get_input_embeddings()(input_ids)
         position_ids = position_ids + n

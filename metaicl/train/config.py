@@ -10,6 +10,25 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
+class TaskCurriculumConfig:
+    """Meta-training's first steps on simpler fresh tasks (a curriculum, Bengio et al. 2009; Garg et al. 2022 grow
+    their prompts the same way). With one-token inputs and two classes the input *is* the key, every family's rule
+    is the same copy — the demonstration whose input is the query's gives its label — and a tiny model learns it
+    where it does not learn the collection's tasks from the start (issue 15: docs/probes/family_copy.py, README)."""
+    steps: int = 0
+    """Meta-training steps on the simpler tasks, from step 0; 0 = none."""
+    input_length: int = 1
+    """Tokens per input of those tasks (the meta-training families that can be written that short make them)."""
+    num_classes: int = 2
+    """Classes (options) of those tasks."""
+
+    def validate(self, prefix: str = "metatrain.task_curriculum") -> None:
+        check_at_least(self, prefix, ("steps",), 0)
+        check_at_least(self, prefix, ("input_length",), 1)
+        check_at_least(self, prefix, ("num_classes",), 2)
+
+
+@dataclass
 class CurriculumConfig:
     """Garg et al. 2022's curriculum (their Sec. 3): training starts on `points_start` (x, y) pairs of each prompt
     in `dims_start` dimensions and, every `every` steps, adds `points_inc` pairs and `dims_inc` dimensions, up to the

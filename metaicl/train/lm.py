@@ -33,7 +33,7 @@ from metaicl.data.tasks import Example, Task
 from metaicl.data.tokenizer import TokenizerSpec
 from metaicl.eval.lm_icl import LMICLConfig
 from metaicl.models.lm import LMConfig, build_lm, lm_loss, save_lm
-from metaicl.train.config import CurriculumConfig, TrainConfig
+from metaicl.train.config import CurriculumConfig, TaskCurriculumConfig, TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -137,8 +137,8 @@ class EpisodeData:
     """A fresh mapping of the task's label words to its classes in every episode (metatrain.shuffle_labels)."""
     fresh_tasks: bool = False
     """A new task of a meta-training family in every episode (metatrain.fresh_tasks; synthetic collections)."""
-    curriculum: tuple[int, int, int] = (0, 1, 2)
-    """(steps, input_length, num_classes) of metatrain.task_curriculum: fresh tasks of that shape before `steps`."""
+    curriculum: TaskCurriculumConfig = field(default_factory=TaskCurriculumConfig)
+    """metatrain.task_curriculum: fresh tasks of its shape before its `steps`."""
 
 
 def relabel(example: Example, word: dict[str, str]) -> Example:
@@ -167,7 +167,7 @@ class EpisodeBatches:
 
     def episode(self, *key) -> tuple[list[int], list[int]]:
         rng = rng_for(self.data.seed, "episode", *key)
-        simpler = isinstance(key[0], int) and key[0] < self.data.curriculum[0]  # held-out episodes: the tasks' shape
+        simpler = isinstance(key[0], int) and key[0] < self.data.curriculum.steps  # held-out episodes: the tasks' shape
         task = (self.fresh_task(rng, simpler) if self.data.fresh_tasks else
                 self.tasks[self.names[rng.integers(len(self.names))]])
         picked = rng.choice(len(task.train), size=self.data.k + 1, replace=False)
@@ -188,9 +188,9 @@ class EpisodeBatches:
 
         rules, families = self.families, self.families.meta_train_families
         if simpler:
-            _, length, classes = self.data.curriculum
-            rules = dataclasses.replace(rules, input_length=length, num_classes=classes)
-            families = [f for f in families if FAMILIES[f].min_length <= length]
+            simple = self.data.curriculum
+            rules = dataclasses.replace(rules, input_length=simple.input_length, num_classes=simple.num_classes)
+            families = [f for f in families if FAMILIES[f].min_length <= simple.input_length]
         family = families[int(rng.integers(len(families)))]
         index = self.families.tasks_per_family + int(rng.integers(1 << 40))
         pool = [Example(**r) for r in fresh_examples(rules, self.token_range, family, index,
@@ -244,7 +244,8 @@ class LMStage:
         what = ({"stream": batches.stream.manifest.config_hash} if self.stream else
                 {"tasks": self.episodes.task_names, "k": self.episodes.k, "method": self.episodes.episodes.method,
                  **({"fresh_tasks": True} if self.episodes.fresh_tasks else {}),
-                 **({"curriculum": list(self.episodes.curriculum)} if self.episodes.curriculum[0] else {})})
+                 **({"curriculum": dataclasses.asdict(self.episodes.curriculum)} if self.episodes.curriculum.steps
+                    else {})})
         return {**what, "batch_size": self.train.batch_size}
 
     def run(self, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
