@@ -224,8 +224,58 @@ def method_final(table: pd.DataFrame) -> pd.DataFrame:
     return final.rename(columns={"method": "task"})
 
 
+def seed_interval(values: pd.Series) -> str:
+    """"mean ± half-width of the 95% t interval over seeds" (the mean alone for one seed)."""
+    n = len(values)
+    if n < 2:
+        return f"{values.mean():.3f}"
+    half = t_quantile(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return f"{values.mean():.3f} ± {half:.3f}"
+
+
+def method_k_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Swept keys x k x method: accuracy (summed scoring, averaged over target tasks per seed) as mean ± the 95% t
+    interval over seeds, so two settings' difference can be read against the seeds' spread (issue 16)."""
+    rows = table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
+    index = [*keys, "k"]
+    per_seed = rows.groupby([*index, "method", "seed"], dropna=False).value.mean().reset_index()
+    cells = per_seed.groupby([*index, "method"], dropna=False).value.apply(seed_interval).unstack("method")
+    return cells[[m for m in METHODS if m in cells.columns]].reset_index()
+
+
+def sweep_kshot_plot(table: pd.DataFrame, keys: list[str], path: Path) -> bool:
+    """kshot_curves.png of a sweep: per method with demonstrations, accuracy against k (log2(k + 1) axis) with its
+    95% t interval over seeds, one line per trial setting that has three or more k (Agarwal et al. 2024's many-shot
+    curve, per selection or label setting). Returns whether it drew."""
+    rows = table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
+    rows = rows[rows.method.map(lambda m: m in METHODS and METHODS[m].demos and not METHODS[m].finetune)]
+    rows = rows[rows.groupby(["run", "method"]).k.transform("nunique") >= 3]
+    if not len(rows):
+        return False
+    varying = [k for k in keys if rows[k].astype(str).nunique() > 1] or ["run"]
+    per_seed = rows.groupby([*varying, "method", "k", "seed"], dropna=False).value.mean().reset_index()
+    methods = [m for m in METHODS if m in set(per_seed.method)]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 3.8), sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        for setting, group in per_seed[per_seed.method == method].groupby(varying, dropna=False):
+            setting = setting if isinstance(setting, tuple) else (setting,)
+            stats = group.groupby("k").value.agg(["mean", "std", "count"]).reset_index()
+            half = [t_quantile(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
+                    for sd, n in zip(stats["std"], stats["count"])]
+            label = ", ".join(f"{k.removeprefix('cfg.')}={v}" for k, v in zip(varying, setting))
+            ax.errorbar(np.log2(stats.k + 1), stats["mean"], yerr=half, marker=".", capsize=2, label=label)
+        ticks = sorted(per_seed[per_seed.method == method].k.unique())
+        ax.set_xticks([np.log2(k + 1) for k in ticks], [str(k) for k in ticks])
+        ax.set(xlabel="demonstrations k", ylabel="accuracy (mean, 95% interval over seeds)", title=METHODS[method].row)
+        ax.legend(fontsize=6)
+    save_figure(fig, path)
+    return True
+
+
 def metaicl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
-    """The language models' runs: the MetaICL methods per trial, and attribution of their accuracy."""
+    """The language models' runs: the MetaICL methods per trial (at the largest k, then at every k with intervals),
+    and attribution of their accuracy."""
     keys = swept_keys(table)
     final = method_final(table)
     index = keys or ["run"]
@@ -235,8 +285,12 @@ def metaicl_section(table: pd.DataFrame, root: Path) -> tuple[list[str], list]:
     out = wide[methods].join(worst[[f"{m} worst" for m in methods]]).reset_index()
     md, figures = ["", "## MetaICL methods: accuracy at the largest k (mean and worst over seeds)", "",
                    "Summed option log-probabilities; per seed the accuracy is averaged over the target tasks.", "",
-                   markdown_table(out), "", "## Attribution: which data statistic moves which method", "",
+                   markdown_table(out), "", "## MetaICL methods at every k (mean ± 95% t interval over seeds)", "",
+                   markdown_table(method_k_table(table, keys)), "",
+                   "## Attribution: which data statistic moves which method", "",
                    ATTRIBUTION_TEXT, ""], []
+    if sweep_kshot_plot(table, keys, root / "kshot_curves.png"):
+        figures.append(("k-shot curves of the methods with demonstrations", "kshot_curves.png"))
     md += attribution_lines(final, tuple(methods), root, figures, "attribution_methods.png")
     return md, figures
 

@@ -99,7 +99,8 @@ def test_swept_keys_leave_out_seeds_and_constants():
     assert swept_keys(frame) == ["cfg.data.burstiness"]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [*sorted((ROOT / "configs" / "sweeps").glob("*.yaml")),
+                                  ROOT / "configs" / "demonstrations.yaml"], ids=lambda p: p.stem)
 def test_shipped_sweeps_load_and_every_trial_validates(path):
     cfg, _ = load_config(ExperimentConfig, path)
     for point in cfg.sweep.trials():
@@ -119,3 +120,41 @@ def test_a_sweep_of_one_trial_reports_a_row_per_arm():
     final = final_accuracy(synthetic_final(4).assign(arm=["a", "b", "a", "b"], run=["r0", "r0", "r1", "r1"]))
     table = trial_table(final, swept_keys(final))
     assert list(table.arm) == ["a", "b"] and list(table.seeds) == [2, 2]
+
+
+def test_method_table_gives_each_setting_and_k_its_mean_and_95_interval_over_seeds():
+    import pandas as pd
+
+    from cluster.results import METAICL
+    from cluster.sweep_report import method_k_table
+
+    rows = []  # per seed, two target tasks whose mean is the seed's accuracy: 0.4, 0.5, 0.6 under bm25
+    for selection, base in (("random", 0.3), ("bm25", 0.5)):
+        for seed, shift in zip((13, 21, 42), (-0.1, 0.0, 0.1)):
+            for task, offset in (("t0", -0.05), ("t1", 0.05)):
+                rows.append({"suite": METAICL, "metric": "accuracy", "scoring": "sum", "method": "metaicl", "k": 4,
+                             "seed": seed, "task": task, "value": base + shift + offset,
+                             "cfg.eval.demos.selection": selection})
+    table = method_k_table(pd.DataFrame(rows), ["cfg.eval.demos.selection"]).set_index("cfg.eval.demos.selection")
+    half = 4.303 * 0.1 / 3 ** 0.5  # t(0.975, 2) x sd / sqrt(3)
+    assert table.loc["bm25", "metaicl"] == f"0.500 ± {half:.3f}"
+    assert table.loc["random", "metaicl"].startswith("0.300 ± ")
+    assert list(table.k) == [4, 4]
+
+
+def test_sweep_kshot_plot_draws_a_curve_per_setting_once_a_method_has_three_k(tmp_path):
+    import pandas as pd
+
+    from cluster.results import METAICL
+    from cluster.sweep_report import sweep_kshot_plot
+
+    def rows(ks):
+        return pd.DataFrame([{"suite": METAICL, "metric": "accuracy", "scoring": "sum", "method": "metaicl",
+                              "run": f"r-{sel}", "k": k, "seed": seed, "value": 0.5, "cfg.eval.demos.selection": sel}
+                             for sel in ("random", "bm25") for k in ks for seed in (13, 21)])
+
+    keys = ["cfg.eval.demos.selection"]
+    assert not sweep_kshot_plot(rows([1, 4]), keys, tmp_path / "two.png") and not (tmp_path / "two.png").exists()
+    finetune = rows([1, 4, 8]).assign(method="finetune")  # fine-tuning has no demonstrations: no curve
+    assert not sweep_kshot_plot(finetune, keys, tmp_path / "ft.png")
+    assert sweep_kshot_plot(rows([1, 4, 8]), keys, tmp_path / "three.png") and (tmp_path / "three.png").stat().st_size
