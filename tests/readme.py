@@ -49,6 +49,16 @@ TOY = {"configs/quickstart.yaml": TINY_SPINE,
                                            "sweep.points=[{pretrain.sources.zipf.zipf_lm.related_docs: 1.0, "
                                            "pretrain.sources.zipf.zipf_lm.doc_length: 24, "
                                            "pretrain.sources.zipf.transforms: [{name: dependency_order}]}]"],
+       "configs/demonstrations.yaml": ["pretrain.token_budget=16384", "pretrain.windows_per_shard=128",
+                                       "train.steps=4", "train.batch_size=8", "train.warmup_steps=1",
+                                       "train.eval_every=2", "lm.context_length=64",
+                                       "tasks.synthetic.eval_tasks_per_family=2", "tasks.synthetic.train_examples=12",
+                                       "tasks.synthetic.test_examples=6", "metatrain.steps=3", "metatrain.batch_size=4",
+                                       "metatrain.k=2", "metatrain.warmup_steps=1", "metatrain.eval_every=3",
+                                       "metatrain.task_curriculum.steps=1", "finetune.steps=2", "eval.seeds=[100,13]",
+                                       "sweep.points=[{eval.demos.selection: random, eval.k: [1, max]}, "
+                                       "{eval.demos.selection: bm25, eval.demos.labels: random, eval.k: [1, max]}, "
+                                       "{eval.methods: [finetune], eval.k: [2], finetune.method: lora}]"],
        "configs/regression_icl.yaml": ["pretrain.token_budget=2048", "train.steps=4", "train.eval_every=2",
                                        "eval.regression.prompts=16"],
        **{f"configs/data/{name}.yaml": [f"pretrain.token_budget={n}"] for name, n in DATA_BUDGET.items()}}
@@ -134,6 +144,7 @@ RUN = ("metaicl --help", "metaicl run configs/tiny.yaml", "metaicl run configs/q
        "metaicl train configs/metaicl_synthetic.yaml", "metaicl metatrain configs/metaicl_synthetic.yaml",
        "metaicl eval configs/metaicl_synthetic.yaml", "metaicl sweep configs/sweeps/burstiness_zipf.yaml",
        "metaicl sweep configs/sweeps/metaicl_tiny.yaml", "metaicl sweep configs/sweeps/mixture_icl.yaml",
+       "metaicl sweep configs/demonstrations.yaml",
        "metaicl run configs/regression_icl.yaml", "metaicl aggregate runs/burstiness_zipf-sweep", "metaicl report runs/burstiness_zipf-sweep",
        "metaicl aggregate runs ", "metaicl report runs ")
 """README lines (by prefix) the tests below run; `$ ` lines (bad input and what it prints) run in

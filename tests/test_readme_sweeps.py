@@ -135,3 +135,25 @@ def test_aggregate_and_report_over_every_run_of_both_kinds(repo):
     # no knob plot: across every run here no knob varies with the others at their baseline
     final = report.split("## Final accuracy")[1].split("##")[0]  # the classifier's runs only, keyed by what varies
     assert "icl_novel mean" in final and "data.burstiness" in final and "metatrain" not in final
+
+
+def test_demonstrations_sweep_compares_selection_labels_and_lora_on_shared_models(repo, ray_session):
+    """README's demonstrations sweep (issue 16) at toy size, three of its points: the trials share one pretrained and
+    one meta-trained model, each setting is a column of the sweep's table, and the report gives every k its interval."""
+    [sweep] = [c for c, _ in readme_commands() if c.startswith("metaicl sweep configs/demonstrations.yaml")]
+    first = metaicl_here(sweep, repo)
+    assert "3 trials, 0 done already, 3 to run" in first.stdout
+    shared = first.stdout.split("shared steps:")[1]
+    assert "pretrain: pretrain-" in shared and "metatrain [metaicl]: metatrain-metaicl-" in shared
+    root = repo / "runs" / "demonstrations-sweep"
+    table = pd.read_parquet(root / "aggregate.parquet")
+    rows = table[(table.suite == "metaicl") & (table.metric == "accuracy")]
+    settings = set(zip(rows.method, rows["cfg.eval.demos.selection"], rows["cfg.eval.demos.labels"]))
+    assert {("metaicl", "random", "gold"), ("metaicl", "bm25", "random"), ("finetune", "random", "gold")} <= settings
+    assert sorted(set(rows[rows.method == "metaicl"].k)) == [1, 12]  # 1 and max: the toy pool of 12 examples
+    trained = table[table.metric == "trained_params"]  # LoRA trains its adapter only: rank x (in + out) per matrix
+    assert set(trained["cfg.finetune.method"]) == {"lora"} and (trained.value > 0).all()
+    assert (trained.value < 0.05 * 530880).all()
+    report = (root / "report.md").read_text()
+    assert "## MetaICL methods at every k (mean ± 95% t interval over seeds)" in report
+    assert "| bm25 | random |" in report and " ± " in report
