@@ -105,6 +105,31 @@ def test_the_real_task_config_runs_offline_on_a_tiny_model(ray_session, tmp_path
     assert set(own.task) == {"repeat", "repeat_boundary", "repeat_lag", "heads"} and set(own.method) == {"pretrained"}
 
 
+DEMOS_ON_REAL_TASKS = ["pretrain=null", "tasks.synthetic=null", "tasks.path=data/icl", "tasks.meta_train=[]",
+                       "tasks.eval=[sst2]", "metatrain.fresh_tasks=false", "metatrain.task_curriculum.steps=0"]
+"""configs/demonstrations.yaml on the shipped real tasks (its header comment): a collection of files instead of
+synthetic families, a local model instead of pretraining; meta-training and its curriculum off."""
+
+
+def test_the_demonstrations_sweep_runs_on_the_real_tasks_with_a_local_model(ray_session, tmp_path, tiny_hf_model):
+    """Issue 16: the same sweep on sst2 with a tiny local model, offline: BM25 retrieval with random labels and a
+    LoRA row, each a trial; the words of the demonstrations are sst2's options."""
+    root = tmp_path / "runs"
+    assert main(["sweep", str(ROOT / "configs" / "demonstrations.yaml"), *DEMOS_ON_REAL_TASKS,
+                 f"lm.name_or_path={tiny_hf_model}", f"runs_root={root}", f"data_root={tmp_path / 'data'}",
+                 "lm.context_length=512", "episodes.max_length=512", "episodes.max_length_per_example=64",
+                 "eval.methods=[in_context]",
+                 "eval.k=[2]", "eval.seeds=[100]", "eval.max_test_examples=3", "finetune.steps=1",
+                 "sweep.points=[{eval.demos.selection: bm25, eval.demos.labels: random}, "
+                 "{eval.methods: [finetune], eval.k: [2], finetune.method: lora}]"]) == 0
+    table = pd.read_parquet(root / "demonstrations-sweep" / "aggregate.parquet")
+    rows = table[(table.suite == "metaicl") & (table.metric == "accuracy")]
+    assert set(rows.task) == {"sst2"} and set(rows.method) == {"in_context", "finetune"}
+    assert set(zip(rows.method, rows["cfg.eval.demos.selection"], rows["cfg.eval.demos.labels"])) == {
+        ("in_context", "bm25", "random"), ("finetune", "random", "gold")}
+    assert not list((tmp_path / "data").glob("pretrain-*"))  # the local model, not a pretrained one
+
+
 def test_what_cannot_run_is_one_error_before_the_run_directory_exists(ray_session, tmp_path, tiny_hf_model,
                                                                       capsys):
     """Issue 19: evaluation asking for a GPU this machine lacks (the real-task config says eval.use_gpu: true)
