@@ -60,17 +60,28 @@ def headline(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def label_space_table(results: pd.DataFrame) -> pd.DataFrame:
-    """(method, k) -> mean label mass and in-context share over tasks and seeds (metaicl.eval.evaluate)."""
-    rows = results[(results.suite == METAICL) & results.metric.isin(["label_mass", "context_label_share"])]
+def per_method_table(results: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """(method, k) -> the mean over tasks and seeds of each metric in `columns` (metric -> column title), methods
+    in the table's order; summed scoring where a metric has one per scoring."""
+    rows = results[(results.suite == METAICL) & results.metric.isin(list(columns))]
+    rows = rows[rows.scoring.isna() | (rows.scoring == "sum")]
     if not len(rows):
         return rows
     table = rows.pivot_table(index=["method", "k"], columns="metric", values="value").reset_index()
     order = {m: i for i, m in enumerate(METHODS)}
     table = table.sort_values(["method", "k"], key=lambda c: c.map(order) if c.name == "method" else c)
     table["method"] = table.method.map(lambda m: METHODS[m].row)
-    columns = {"label_mass": "label mass", "context_label_share": "in-context share"}
     return table.rename(columns=columns)[["method", "k", *[v for c, v in columns.items() if c in table]]]
+
+
+def label_space_table(results: pd.DataFrame) -> pd.DataFrame:
+    """(method, k) -> mean label mass and in-context share over tasks and seeds (metaicl.eval.evaluate)."""
+    return per_method_table(results, {"label_mass": "label mass", "context_label_share": "in-context share"})
+
+
+def order_spread_table(results: pd.DataFrame) -> pd.DataFrame:
+    """(method, k) -> mean spread of accuracy over orders of the same demonstrations (eval.demos.permutations)."""
+    return per_method_table(results, {"order_spread": "best - worst order", "order_sd": "SD over orders"})
 
 
 ICL_VS_FT = ("simaou", "simaou_random", "simam_ft", "simam_zsl")
@@ -180,6 +191,11 @@ def write_lm_report(out: Path, title: str, results: pd.DataFrame, notes: str = "
             "(pretrain_data/task_families.py: leakage). MetaICL's target tasks are unseen: a share near 0 means "
             "meta-training cannot teach the held-out rule itself; a high one means a lift there is partly "
             "in-family.", leakage_table(results)))
+        sections.append((
+            "Spread over orders (Lu et al. 2022; accuracy, summed scoring, mean over tasks and seeds)",
+            "Each seed's shared set scored in eval.demos.permutations orders (the drawn one and random others): the "
+            "best minus the worst order's accuracy and their SD; the table above is the drawn order's.",
+            order_spread_table(results)))
         sections.append((
             "In-context learning against fine-tuning (Dai et al. 2023; mean over tasks and seeds)",
             "At the answer slot, per layer then averaged: simaou = cosine between the attention output's update by "

@@ -439,3 +439,75 @@ def test_entropy_probes_are_unshown_pool_inputs_and_the_order_runs_through_the_e
     assert tables["entropy"].index.equals(tables["random"].index)
     with pytest.raises(ConfigError, match="eval.demos.order: entropy orders one shared set"):
         load_config(ExperimentConfig, SYNTHETIC, ["eval.demos.order=entropy", "eval.demos.selection=knn"])
+
+
+# --- the spread over orders (eval.demos.permutations; Lu et al. 2022) ----------------------------------------------
+
+def test_order_spread_is_best_minus_worst_order_for_a_recency_reader_and_zero_for_an_order_blind_one(monkeypatch):
+    """A planted reader that answers with the last demonstration's label: shown 10, 20, 30 in six orders, the query
+    (gold 20) is right exactly in the orders that end with 20 - spread 1. A reader that answers the first option
+    whatever the order: spread 0. The drawn order is the first one scored."""
+    import numpy as np
+
+    from metaicl.eval import evaluate
+    from metaicl.eval.config import EvalConfig
+
+    shown = [next(e for e in TASK.train if e.output == o) for o in OPTIONS]
+    seen = []
+
+    def recency(model, task, demos, *args, **kwargs):
+        seen.append([d.output for d in demos])
+        return {"sum": np.array([task.options.index(demos[-1].output)] * len(task.test))}
+
+    cfg = EvalConfig(k=[3], seeds=[100], lm_icl=False)
+    cfg.demos.permutations = 12
+    monkeypatch.setattr(evaluate, "predict", recency)
+    first = recency(None, TASK, shown)  # the drawn order's predictions, as evaluate_method passes them
+    rows = evaluate.order_spread_rows(None, "in_context", TASK, shown, first, cfg, None, None, "cpu", 3, 100)
+    got = {r["metric"]: r["value"] for r in rows}
+    right = [float(s[-1] == "20") for s in seen]  # seen[0]: the drawn order (the call above), then 11 others
+    assert got["order_spread"] == 1.0 and got["order_sd"] == pytest.approx(np.std(right))
+    assert len(seen) == 12 and seen[0] == OPTIONS and {tuple(s) for s in seen} - {tuple(OPTIONS)}
+    assert all(sorted(s) == OPTIONS for s in seen)  # the same set, reordered
+    monkeypatch.setattr(evaluate, "predict", lambda model, task, demos, *a, **k: {"sum": np.zeros(1, int)})
+    rows = evaluate.order_spread_rows(None, "in_context", TASK, shown, {"sum": np.zeros(1, int)}, cfg, None, None,
+                                      "cpu", 3, 100)
+    assert {r["metric"]: r["value"] for r in rows} == {"order_spread": 0.0, "order_sd": 0.0}
+
+
+def test_permutations_need_one_shared_set_in_random_order():
+    for overrides in (["eval.demos.permutations=4", "eval.demos.selection=bm25"],
+                      ["eval.demos.permutations=4", "eval.demos.order=entropy"]):
+        with pytest.raises(ConfigError, match="eval.demos.permutations: permutes one shared set"):
+            load_config(ExperimentConfig, ROOT / "configs" / "metaicl_synthetic.yaml", overrides)
+    with pytest.raises(ConfigError, match="eval.demos.permutations"):
+        load_config(ExperimentConfig, ROOT / "configs" / "metaicl_synthetic.yaml", ["eval.demos.permutations=0"])
+
+
+def test_order_spread_rows_come_through_the_evaluation_and_the_report(tmp_path):
+    """permutations=3 on the tiny sst2 model: order_spread and order_sd rows for the method with demonstrations
+    (both scorings), none for 0-shot; the accuracy rows are those of the drawn order (permutations=1's); the run
+    report's section shows them."""
+    import pandas as pd
+
+    from cluster.lm_report import write_lm_report
+    from metaicl.data.tokenizer import TokenizerSpec
+    from metaicl.eval.config import EvalConfig
+    from metaicl.eval.evaluate import evaluate_variant
+    from metaicl.experiment import FinetuneConfig
+
+    model = tiny_sst2_model(tmp_path)
+    tables = {}
+    for n in (1, 3):
+        cfg = EvalConfig(k=[3], seeds=[100, 13], max_test_examples=6, lm_icl=False)
+        cfg.demos.permutations = n
+        tables[n] = pd.DataFrame(evaluate_variant(
+            "pretrained", model, ["zero_shot", "in_context"], str(ROOT / "data" / "icl"), ["sst2"], cfg,
+            EpisodeConfig(max_length=256, max_length_per_example=40), FinetuneConfig(), TokenizerSpec("local", path=model)))
+    spread = tables[3][tables[3].metric.isin(["order_spread", "order_sd"])]
+    assert set(spread.method) == {"in_context"} and len(spread) == 2 * 2 * 2  # 2 seeds x 2 scorings x 2 metrics
+    assert spread.value.between(0, 1).all()
+    assert tables[3][~tables[3].metric.isin(["order_spread", "order_sd"])].reset_index(drop=True).equals(tables[1])
+    results = tables[3].assign(suite="metaicl", run="r", arm="main", stage="eval", step=None)
+    write_lm_report(tmp_path, "t", results)
+    assert "## Spread over orders (Lu et al. 2022" in (tmp_path / "report.md").read_text()

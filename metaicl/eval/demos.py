@@ -50,6 +50,11 @@ class DemosConfig:
     """order=entropy: candidate orders tried (all k! when k! <= orders; Lu et al. use 24)."""
     probes: int = 16
     """order=entropy: probing inputs, unlabeled, from the training pool."""
+    permutations: int = 1
+    """Orders of each shared set scored (Lu et al. 2022: accuracy varies widely across orders of the same
+    demonstrations): > 1 scores the drawn order and permutations - 1 random others (keyed by seed, task, k) and adds
+    the rows `order_spread` (best minus worst order's accuracy) and `order_sd` per (method, task, k, seed); the
+    accuracy rows stay the drawn order's. Shared selections (random, balanced) with order random only."""
     labels: str = "gold"
     """The demonstrations' labels: gold | random | permuted | abstract | none (metaicl/eval/demos.py; Min et al.
     2022 "Rethinking the Role of Demonstrations", Wei et al. 2023)."""
@@ -73,7 +78,11 @@ class DemosConfig:
         if self.order == "entropy" and self.selection not in SHARED:
             raise ConfigError(f"{prefix}.order", f"entropy orders one shared set (selection {' or '.join(SHARED)}); "
                                                  f"{self.selection} gives each query its own")
-        check_at_least(self, prefix, ("orders", "probes"), 1)
+        check_at_least(self, prefix, ("orders", "probes", "permutations"), 1)
+        if self.permutations > 1 and (self.selection not in SHARED or self.order != "random"):
+            raise ConfigError(f"{prefix}.permutations", f"permutes one shared set in random orders (selection "
+                                                        f"{' or '.join(SHARED)}, order random); got selection "
+                                                        f"{self.selection}, order {self.order}")
         if self.embedder not in EMBEDDERS:
             raise ConfigError(f"{prefix}.embedder", f"must be one of {list(EMBEDDERS)}, got {self.embedder!r}")
         if not 0.0 <= self.mmr_lambda <= 1.0:

@@ -147,6 +147,26 @@ def oracle_rows(task: Task, cfg) -> list[dict]:
     return rows
 
 
+def order_spread_rows(model, name: str, task: Task, demos: list, preds: dict, cfg, episodes, tok, device, k: int,
+                      seed: int) -> list[dict]:
+    """Lu et al. 2022's spread over orders: the shared set scored in `eval.demos.permutations` orders (the drawn one
+    first, the others random, keyed by (seed, task, k, i)); per scoring, the best minus the worst order's accuracy
+    (`order_spread`) and their standard deviation (`order_sd`)."""
+    from metaicl.core.seeding import rng_for
+
+    method = METHODS[name]
+    gold = np.array([task.options.index(ex.output) for ex in scored_queries(task, cfg)])
+    scores = {scoring: [accuracy(pred, gold)] for scoring, pred in preds.items()}
+    for i in range(1, cfg.demos.permutations):
+        order = rng_for(seed, "order-spread", task.name, k, i).permutation(len(demos))
+        for scoring, pred in predict(model, task, [demos[j] for j in order], method, cfg, episodes, tok, device,
+                                     []).items():
+            scores[scoring].append(accuracy(pred, gold))
+    return [{"method": name, "task": task.name, "k": k, "seed": seed, "scoring": scoring, "metric": metric,
+             "value": float(value)} for scoring, accs in scores.items()
+            for metric, value in (("order_spread", np.ptp(accs)), ("order_sd", np.std(accs)))]
+
+
 def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, device,
                     similarities: dict | None = None, embed=None, adapters: str | None = None) -> list[dict]:
     """The rows of one method on one task; `similarities` caches each task's query-pool similarities (per model);
@@ -184,6 +204,8 @@ def evaluate_method(model, name: str, task: Task, cfg, episodes, finetune, tok, 
                 preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw, per_query=True)
             else:
                 preds = predict(model, task, demos, method, cfg, episodes, tok, device, raw)
+                if cfg.demos.permutations > 1 and method.demos:
+                    rows += order_spread_rows(model, name, task, demos, preds, cfg, episodes, tok, device, k, seed)
             rows += rows_for(name, task, k, seed, preds, cfg)
             if direct:
                 rows += label_space_rows(name, task, k, seed, raw, [] if method.finetune else demos)
