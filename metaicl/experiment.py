@@ -247,6 +247,11 @@ class ExperimentConfig:
         if self.metatrain.curriculum is not None or (self.lm is None and self.train.curriculum is not None):
             key = "metatrain.curriculum" if self.metatrain.curriculum is not None else "train.curriculum"
             raise ConfigError(key, "the curriculum on prompt length is for pretraining on function-class prompts")
+        for key, weight in (("metatrain", self.metatrain.underdetermined_weight),
+                            ("train", self.train.underdetermined_weight if not self.regression else 1.0)):
+            if weight != 1.0:
+                raise ConfigError(f"{key}.underdetermined_weight", "weights the squared error of function-class "
+                                                                    "prompts: pretraining on a function_class mixture only")
         if self.data is not None and self.data.separators:
             raise ConfigError("data.separators", "the classifier reads item vectors, not tokens: separators are a "
                                                  "token-mixture knob (pretrain.sources.<s>.bursty_fewshot.separators)")

@@ -163,6 +163,38 @@ def test_the_loss_is_garg_et_al_s_error_over_d():
     assert regression_loss(Zero(), (xs, ys)).item() == pytest.approx((ys ** 2).mean().item() / 5)
 
 
+
+def test_the_underdetermined_weight_scales_the_predictions_from_fewer_than_d_examples():
+    """train.underdetermined_weight: positions 0 .. d - 1 (k < d examples before them) weighted w, the others 1,
+    rescaled to mean 1; d = the coordinates in use (the dimension curriculum zeroes the rest); 1 = the uniform loss."""
+    class Zero(torch.nn.Module):
+        def forward(self, xs, ys):
+            return torch.zeros_like(ys)
+
+    xs, ys = torch.randn(4, 11, 5), torch.randn(4, 11)
+    xs[:, :, 3:] = 0  # two coordinates zeroed: d in use = 3
+    err = ys ** 2
+    weight = torch.tensor([0.25] * 3 + [1.0] * 8)
+    expected = (err * weight / weight.mean()).mean().item() / 5
+    assert regression_loss(Zero(), (xs, ys), underdetermined_weight=0.25).item() == pytest.approx(expected)
+    assert regression_loss(Zero(), (xs, ys), underdetermined_weight=1.0).item() == pytest.approx(err.mean().item() / 5)
+
+
+@pytest.mark.parametrize("config, override, key", [
+    ("metaicl_synthetic.yaml", "train.underdetermined_weight=0.2", "train.underdetermined_weight"),
+    ("regression_icl.yaml", "metatrain.underdetermined_weight=0.2", "metatrain.underdetermined_weight"),
+    ("regression_icl.yaml", "train.underdetermined_weight=-1", "train.underdetermined_weight"),
+])
+def test_the_underdetermined_weight_is_refused_where_there_are_no_prompts(config, override, key):
+    from metaicl.core.config import load_config
+    from metaicl.experiment import ExperimentConfig
+    from tests.conftest import ROOT
+
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, ROOT / "configs" / config, [override])
+    assert err.value.key == key
+
+
 class LeastSquaresModel(torch.nn.Module):
     """A 'model' that answers each x_i by least squares on the examples before it: the suite's known answer."""
 

@@ -79,8 +79,16 @@ def load_regressor(path: str | Path) -> RegressionTransformer:
     return model
 
 
-def regression_loss(model, batch) -> torch.Tensor:
+def regression_loss(model, batch, underdetermined_weight: float = 1.0) -> torch.Tensor:
     """Squared error of every prefix's prediction, divided by d (Garg et al.'s objective, on their scale: 1 for
-    predicting 0 on a linear function with w ~ N(0, I))."""
+    predicting 0 on a linear function with w ~ N(0, I)). `underdetermined_weight` (train.underdetermined_weight)
+    weights the predictions from k < d examples, d = the coordinates in use (a dimension curriculum zeroes the rest),
+    the weights rescaled to mean 1."""
     xs, ys = batch
-    return (model(xs, ys) - ys).pow(2).mean() / xs.shape[-1]
+    err = (model(xs, ys) - ys).pow(2)
+    if underdetermined_weight != 1.0:
+        used = int((xs != 0).any(dim=1).any(dim=0).sum())
+        weight = torch.ones(xs.shape[1], device=xs.device)
+        weight[:used] = underdetermined_weight
+        err = err * (weight / weight.mean())
+    return err.mean() / xs.shape[-1]

@@ -115,6 +115,11 @@ class TrainConfig:
     """Worker failures Ray Train retries; each retry resumes from the latest checkpoint."""
     curriculum: Optional[CurriculumConfig] = None
     """Pretraining on function-class prompts: Garg et al.'s curriculum on prompt length (None: whole prompts)."""
+    underdetermined_weight: float = 1.0
+    """Pretraining on function-class prompts: the loss's weight on predictions made from fewer examples than the
+    prompt's dimension (k < d, where even least squares errs by (d - k) / d: an error no model can remove, whose
+    noise dominates the gradient once the rest is learnt), the weights rescaled to mean 1. 1 = Garg et al.'s
+    uniform loss over prefixes; the held-out loss stays uniform."""
 
     def validate(self, prefix: str = "train") -> None:
         check_at_least(self, prefix, ("steps", "batch_size", "eval_every", "ckpt_every", "log_every", "num_workers",
@@ -133,6 +138,8 @@ class TrainConfig:
             raise ConfigError(f"{prefix}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker}")
         if self.curriculum is not None:
             self.curriculum.validate(f"{prefix}.curriculum")
+        if self.underdetermined_weight < 0:
+            raise ConfigError(f"{prefix}.underdetermined_weight", f"must be >= 0, got {self.underdetermined_weight}")
         if self.compile and not self.use_gpu:
             raise ConfigError(f"{prefix}.compile", "torch.compile is for GPU stages here (set use_gpu=true): on CPU "
                                                    "it compiles for longer than it saves at these model sizes")

@@ -19,6 +19,7 @@ a meta-training task, then k demonstrations and a query from its training pool (
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
@@ -266,9 +267,11 @@ class LMStage:
             model = (load_regressor(self.init) if self.init else
                      build_regressor(self.lm, batches.stream.n_dims, batches.stream.n_points)).to(device)
             loss_fn, save = regression_loss, save_regressor
+            train_loss = functools.partial(regression_loss, underdetermined_weight=self.train.underdetermined_weight)
         else:
             model = build_lm(self.lm, self.vocab_size, init=self.init).to(device)
             loss_fn, save = lm_loss, save_lm
+            train_loss = loss_fn
         heldout = batches.heldout() if rank == 0 else None
 
         @torch.no_grad()
@@ -282,7 +285,7 @@ class LMStage:
             model.train(was)
             return metrics
 
-        history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=loss_fn,
+        history = train_loop(self.train, wrap(model), batches, evaluate=evaluate, loss_fn=train_loss,
                              checkpointer=Checkpointer(out / "checkpoints"), is_chief=rank == 0, device=device,
                              report=report, progress=lambda p: write_json(out / "progress.json", p),
                              data_state=self.data_state(batches))
