@@ -215,31 +215,44 @@ def method_final(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, arm, method) of the language models' runs: accuracy (summed option log-probs) at the
     method's largest k, averaged over target tasks per seed, then mean and worst over seeds (MetaICL's protocol);
     `task` = the method, `value` = the mean, with the run's cfg./card. columns."""
-    rows = table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
+    rows = accuracy_rows(table)
     rows = rows[rows.k == rows.groupby(["run", "arm", "method"]).k.transform("max")]
-    per_seed = rows.groupby(["run", "arm", "method", "k", "seed"], as_index=False).value.mean()
+    per_seed = seed_accuracy(rows, ["run", "arm", "method", "k"])
     final = per_seed.groupby(["run", "arm", "method", "k"]).value.agg(value="mean", worst="min").reset_index()
     context = [c for c in rows.columns if c.startswith(("cfg.", "card."))]
     final = final.merge(rows.drop_duplicates(["run", "arm"])[["run", "arm", *context]], on=["run", "arm"])
     return final.rename(columns={"method": "task"})
 
 
+def accuracy_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The language models' accuracy rows, summed option log-probabilities (the MetaICL table's main score)."""
+    return table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
+
+
+def seed_accuracy(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Accuracy per (`by`, seed), averaged over the target tasks (MetaICL's protocol: seeds are the unit)."""
+    return rows.groupby([*by, "seed"], dropna=False).value.mean().reset_index()
+
+
+def t_half_width(values: pd.Series) -> float:
+    """Half-width of the 95% t interval of the mean of `values` (0 for fewer than two)."""
+    n = len(values)
+    return t_quantile(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else 0.0
+
+
 def seed_interval(values: pd.Series) -> str:
     """"mean ± half-width of the 95% t interval over seeds" (the mean alone for one seed)."""
-    n = len(values)
-    if n < 2:
+    if len(values) < 2:
         return f"{values.mean():.3f}"
-    half = t_quantile(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return f"{values.mean():.3f} ± {half:.3f}"
+    return f"{values.mean():.3f} ± {t_half_width(values):.3f}"
 
 
 def method_k_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Swept keys x k x method: accuracy (summed scoring, averaged over target tasks per seed) as mean ± the 95% t
     interval over seeds, so two settings' difference can be read against the seeds' spread (issue 16)."""
-    rows = table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
-    index = [*keys, "k"]
-    per_seed = rows.groupby([*index, "method", "seed"], dropna=False).value.mean().reset_index()
-    cells = per_seed.groupby([*index, "method"], dropna=False).value.apply(seed_interval).unstack("method")
+    index = [*keys, "k", "method"]
+    per_seed = seed_accuracy(accuracy_rows(table), index)
+    cells = per_seed.groupby(index, dropna=False).value.apply(seed_interval).unstack("method")
     return cells[[m for m in METHODS if m in cells.columns]].reset_index()
 
 
@@ -247,22 +260,21 @@ def sweep_kshot_plot(table: pd.DataFrame, keys: list[str], path: Path) -> bool:
     """kshot_curves.png of a sweep: per method with demonstrations, accuracy against k (log2(k + 1) axis) with its
     95% t interval over seeds, one line per trial setting that has three or more k (Agarwal et al. 2024's many-shot
     curve, per selection or label setting). Returns whether it drew."""
-    rows = table[(table.suite == METAICL) & (table.metric == "accuracy") & (table.scoring == "sum")]
+    rows = accuracy_rows(table)
     rows = rows[rows.method.map(lambda m: m in METHODS and METHODS[m].demos and not METHODS[m].finetune)]
     rows = rows[rows.groupby(["run", "method"]).k.transform("nunique") >= 3]
     if not len(rows):
         return False
     varying = [k for k in keys if rows[k].astype(str).nunique() > 1] or ["run"]
-    per_seed = rows.groupby([*varying, "method", "k", "seed"], dropna=False).value.mean().reset_index()
+    per_seed = seed_accuracy(rows, [*varying, "method", "k"])
     methods = [m for m in METHODS if m in set(per_seed.method)]
     plt = pyplot()
     fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 3.8), sharey=True, squeeze=False)
     for ax, method in zip(axes[0], methods):
         for setting, group in per_seed[per_seed.method == method].groupby(varying, dropna=False):
             setting = setting if isinstance(setting, tuple) else (setting,)
-            stats = group.groupby("k").value.agg(["mean", "std", "count"]).reset_index()
-            half = [t_quantile(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
-                    for sd, n in zip(stats["std"], stats["count"])]
+            stats = group.groupby("k").value.agg(["mean", t_half_width]).reset_index()
+            half = stats["t_half_width"]
             label = ", ".join(f"{k.removeprefix('cfg.')}={v}" for k, v in zip(varying, setting))
             ax.errorbar(np.log2(stats.k + 1), stats["mean"], yerr=half, marker=".", capsize=2, label=label)
         ticks = sorted(per_seed[per_seed.method == method].k.unique())

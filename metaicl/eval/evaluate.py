@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from metaicl.core.errors import ConfigError
+from metaicl.core.seeding import rng_for
 from metaicl.data.episodes import EpisodeConfig, max_demos, pad, score_request, train_sequence
 from metaicl.data.tasks import Task, load_collection
 from metaicl.data.tokenizer import TokenizerSpec, load_tokenizer
@@ -152,8 +153,6 @@ def order_spread_rows(model, name: str, task: Task, demos: list, preds: dict, cf
     """Lu et al. 2022's spread over orders: the shared set scored in `eval.demos.permutations` orders (the drawn one
     first, the others random, keyed by (seed, task, k, i)); per scoring, the best minus the worst order's accuracy
     (`order_spread`) and their standard deviation (`order_sd`)."""
-    from metaicl.core.seeding import rng_for
-
     method = METHODS[name]
     gold = np.array([task.options.index(ex.output) for ex in scored_queries(task, cfg)])
     scores = {scoring: [accuracy(pred, gold)] for scoring, pred in preds.items()}
