@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/lm_throughput.py
 	$(PY) bench/gpu_throughput.py
 	$(PY) bench/lm_loss.py
+	$(PY) bench/episode_batches.py
 	$(PY) bench/data_build.py
 	$(PY) bench/scoring.py
 

@@ -20,7 +20,9 @@ Layout of `out_dir` (written whole or not at all, byte-identical for the same co
 """
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -174,9 +176,20 @@ def make_task(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name
     else:
         drawn = lo + rng.choice(hi - lo, size=c * (k + 1), replace=False)  # distinct: no label word is also a key
     order = lo + rng.permutation(hi - lo)
-    filler = order[~np.isin(order, drawn) & (order >= lo + cfg.label_words)]  # answer words only answer
-    p = np.arange(1, len(filler) + 1, dtype=np.float64) ** -cfg.filler_alpha
-    return Task(task_name(family_name, index), family_name, drawn[:c], drawn[c:].reshape(c, k), filler, p / p.sum())
+    usable = np.ones(hi - lo, dtype=bool)
+    usable[drawn - lo] = usable[: cfg.label_words] = False  # answer words only answer; keys are the classes'
+    filler = order[usable[order - lo]]
+    return Task(task_name(family_name, index), family_name, drawn[:c], drawn[c:].reshape(c, k), filler,
+                zipf_weights(len(filler), cfg.filler_alpha))
+
+
+@functools.lru_cache(maxsize=16)
+def zipf_weights(n: int, alpha: float) -> np.ndarray:
+    """p(rank r) proportional to r ** -alpha over ranks 1..n (read-only: every task of a collection shares it)."""
+    p = np.arange(1, n + 1, dtype=np.float64) ** -alpha
+    p /= p.sum()
+    p.flags.writeable = False
+    return p
 
 
 def balanced_classes(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -311,12 +324,28 @@ def leakage(cfg: TaskFamiliesConfig, token_range: tuple[int, int]) -> dict[str, 
     return out
 
 
-def task_records(task: Task, inputs: np.ndarray, classes: np.ndarray) -> list[dict]:
+class Records(Sequence):
     """One {"task", "input", "output", "options"} per example (text = whitespace-separated ids), keys in this
-    order, the same options on every record."""
-    options = [str(int(t)) for t in task.labels]
-    return [{"task": task.name, "input": " ".join(map(str, row.tolist())), "output": options[c], "options": options}
-            for row, c in zip(inputs, classes.tolist())]
+    order, the same options on every record; record i is written when read (an episode of a fresh task reads k + 1
+    of its pool), as `wrap(**record)`."""
+
+    def __init__(self, task: Task, inputs: np.ndarray, classes: np.ndarray, wrap: Callable = dict):
+        self.task, self.inputs, self.classes, self.wrap = task, inputs, classes, wrap
+        self.options = [str(int(t)) for t in task.labels]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.wrap(task=self.task.name, input=" ".join(map(str, self.inputs[i].tolist())),
+                         output=self.options[int(self.classes[i])], options=self.options)
+
+
+def task_records(task: Task, inputs: np.ndarray, classes: np.ndarray) -> list[dict]:
+    """Every record of a split (Records), written now."""
+    return list(Records(task, inputs, classes))
 
 
 def task_lines(task: Task, inputs: np.ndarray, classes: np.ndarray) -> str:
@@ -325,11 +354,11 @@ def task_lines(task: Task, inputs: np.ndarray, classes: np.ndarray) -> str:
 
 
 def fresh_examples(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name: str, index: int,
-                   n: int) -> list[dict]:
-    """n training examples of task `index` of a family, made on the fly (metatrain.fresh_tasks): the collection's
-    task of that index has the same ones."""
+                   n: int, wrap: Callable = dict) -> Records:
+    """n training examples of task `index` of a family, made on the fly (metatrain.fresh_tasks), each written as
+    `wrap(**record)` when read: the collection's task of that index has the same ones."""
     task = make_task(cfg, token_range, family_name, index)
-    return task_records(task, *sample_split(cfg, task, index, "train", n))
+    return Records(task, *sample_split(cfg, task, index, "train", n), wrap=wrap)
 
 
 def write_task(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name: str, index: int,

@@ -293,3 +293,21 @@ def test_a_shared_answer_vocabulary_holds_every_label_word_and_no_key(tmp_path):
     assert all(t.keys.min() >= 7 and not set(t.filler.tolist()) & labels for t in tasks)
     with pytest.raises(ConfigError, match="label_words"):
         TaskFamiliesConfig(label_words=2).validate(token_range=(1, 500))
+
+
+def test_a_fresh_task_of_an_index_has_the_collections_examples_made_when_read(every_family):
+    """metatrain.fresh_tasks makes a task on the fly from (seed, family, index): its pool equals what the
+    collection writes for that index, and a record is only written when an episode reads it (issue 15: writing
+    every pool's 64 records was a third of a fresh-task batch)."""
+    from pretrain_data.task_families import fresh_examples
+
+    cfg, root, info = every_family
+    for name in info["splits"]["meta_train"]:
+        family_name, index = name.rsplit("_", 1)
+        pool = fresh_examples(cfg, RANGE, family_name, int(index), cfg.train_examples)
+        assert list(pool) == read_split(root, name, "train") and pool[-1] == pool[len(pool) - 1]
+    made = []
+    pool = fresh_examples(cfg, RANGE, "first_token", 9, cfg.train_examples, wrap=lambda **r: made.append(r) or r)
+    assert made == [] and pool[3]["task"] == "first_token_009" and len(made) == 1
+    with pytest.raises(IndexError):
+        pool[len(pool)]

@@ -194,9 +194,8 @@ class EpisodeBatches:
             families = [f for f in families if FAMILIES[f].min_length <= simple.input_length]
         family = families[int(rng.integers(len(families)))]
         index = self.families.tasks_per_family + int(rng.integers(1 << 40))
-        pool = [Example(**r) for r in fresh_examples(rules, self.token_range, family, index,
-                                                      self.families.train_examples)]
-        return Task(pool[0].task, pool, [], pool[0].options)
+        pool = fresh_examples(rules, self.token_range, family, index, self.families.train_examples, wrap=Example)
+        return Task(pool.task.name, pool, [], pool.options)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self.episode(step, i) for i in range(self.batch_size)[self.rank :: self.world]]
