@@ -62,12 +62,13 @@ def test_the_groups_a_config_has_say_what_kind_of_experiment_it_is():
 def test_the_dry_run_of_each_stage_lists_its_steps_before_any_data_exists(tmp_path):
     from cluster.pipeline import dry_run
 
-    cfg, _ = load_config(ExperimentConfig, SYNTHETIC, [f"data_root={tmp_path}"])
+    # runs_root too: a finished `metaicl run` of the shipped config in the checkout must not make a step look done
+    cfg, _ = load_config(ExperimentConfig, SYNTHETIC, [f"data_root={tmp_path}/data", f"runs_root={tmp_path}/runs"])
     plans = {stage: dry_run(cfg, stages) for stage, stages in (("run", ("pretrain", "metatrain", "eval")),
                                                                 ("train", ("pretrain",)), ("eval", ("eval",)))}
     # data, tasks, pretrain, three meta-trained variants (the config's methods need them), eval
     assert plans["run"].splitlines()[0].endswith("7 of 7 steps to run")
-    assert "metatrain-metaicl-<after data>" in plans["run"] and f"{tmp_path}/tasks-<after data>" in plans["run"]
+    assert "metatrain-metaicl-<after data>" in plans["run"] and f"{tmp_path}/data/tasks-<after data>" in plans["run"]
     assert plans["train"].splitlines()[0].endswith("3 of 3 steps to run")
     assert "metatrain" not in plans["train"] and "eval" not in plans["train"]
     assert plans["eval"] == plans["run"]  # what evaluation reads, then itself

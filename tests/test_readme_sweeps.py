@@ -29,8 +29,8 @@ def test_language_model_stages(repo, ray_session):
     assert set(own.task) == {"mixture", "shuffled", "repeat", "repeat_boundary", "repeat_lag", "heads"}
     assert sorted(own[own.stage == "pretrain"].step.unique()) == [0, 2, 4]  # every train.eval_every
     results = results[results.suite == "metaicl"]
-    leaks = results[results.metric.str.startswith("leakage/")]  # keyword's rule answers every last_token query
-    assert leaks.groupby("metric").value.mean().to_dict() == {"leakage/first_token": 0.0, "leakage/keyword": 1.0,
+    leaks = results[results.metric.str.startswith("leakage/")]  # no meta-training rule answers a last_token query
+    assert leaks.groupby("metric").value.mean().to_dict() == {"leakage/first_token": 0.0, "leakage/middle_token": 0.0,
                                                                 "leakage/majority": 0.0}
     assert leaks.method.isna().all() and set(leaks.task) == {"last_token_000", "last_token_001"}
     results = results[~results.metric.str.startswith("leakage/")]
@@ -46,7 +46,7 @@ def test_language_model_stages(repo, ray_session):
     report = (out / "report.md").read_text()
     assert "| MetaICL | 2 |" in report and "| PMI In-context | 2 |" in report and "worst" in report
     assert "## In-context ability of each model (lm_icl)" in report and "### Over pretraining" in report
-    assert "## Label-space mass at the answer slot" in report and "| last_token | 0.000 | 1.000 | 0.000 |" in report
+    assert "## Label-space mass at the answer slot" in report and "| last_token | 0.000 | 0.000 | 0.000 |" in report
     [meta] = (repo / "runs" / "data").glob("metatrain-*")  # only the variants the methods need: metaicl
     assert "MetaICL" in run.stdout and meta.name.startswith("metatrain-metaicl-")
     assert (meta / "model" / "model.safetensors").exists() and not (out / "metatrained").exists()
