@@ -296,6 +296,8 @@ class ExperimentConfig:
                 raise ConfigError("tasks.separators", f"{self.tasks.separators!r} must name a pretrain source of kind "
                                                       f"bursty_fewshot with bursty_fewshot.separators: true "
                                                       f"(synthetic tasks only)")
+        if synthetic:
+            self._validate_synthetic_separators()
         if self.pretrain is not None and self.pretrain.context_length > self.lm.context_length:
             raise ConfigError("lm.context_length", f"{self.lm.context_length} positions < pretrain.context_length="
                                                    f"{self.pretrain.context_length}")
@@ -326,6 +328,20 @@ class ExperimentConfig:
         """A model of real-valued prompts: pretrained on a function-class mixture (Garg et al. 2022)."""
         return self.lm is not None and self.pretrain is not None and any(
             s.kind in CONTINUOUS for s in self.pretrain.sources.values())
+
+    def _validate_synthetic_separators(self) -> None:
+        """Synthetic tasks are read by the ids tokenizer (metaicl.data.tokenizer.IdTokenizer): whitespace splits
+        ids, "\n" is the example separator's id and "\t" the input separator's (with tasks.separators); any other
+        character in a separator would fail only when the first episode is built. The usual slip: a shell turns
+        episodes.input_sep="\t" into the two characters backslash and t."""
+        for key in ("input_sep", "example_sep"):
+            value = getattr(self.episodes, key)
+            if not all(ch.isspace() for ch in value):
+                hint = (" (in a shell, quote the whole override: 'episodes.input_sep=\"\\t\"')" if "\\" in value
+                        else "")
+                raise ConfigError(f"episodes.{key}", f"{value!r}: a synthetic task's separators are whitespace "
+                                                     f"(\"\\n\" the example separator's id, \"\\t\" the input "
+                                                     f"separator's with tasks.separators, others no token){hint}")
 
     def _validate_task_curriculum(self) -> None:
         from pretrain_data.task_families import FAMILIES

@@ -200,6 +200,21 @@ def test_tasks_separators_must_name_a_bursty_source_that_writes_them(overrides):
     assert cfg.tasks.separators == "fewshot"
 
 
+@pytest.mark.parametrize("sep", ["\\t", ":", "->"])
+def test_a_synthetic_tasks_separator_the_ids_tokenizer_cannot_read_is_a_config_error(sep):
+    """Synthetic tasks are read as whitespace-separated ids: a separator with any other character would fail only
+    when the first episode is built, after pretraining. The usual slip, a shell turning episodes.input_sep="\t"
+    into backslash + t, gets the quoting that works."""
+    separators = ["tasks.separators=fewshot", "pretrain.sources.fewshot.bursty_fewshot.separators=true"]
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, SYNTHETIC, [*separators, f"episodes.input_sep={sep}"])
+    assert err.value.key == "episodes.input_sep" and ("quote the whole override" in str(err.value)) == ("\\" in sep)
+    cfg = load_config(ExperimentConfig, SYNTHETIC, [*separators, 'episodes.input_sep="\\t"'])[0]
+    assert cfg.episodes.input_sep == "\t"
+    with pytest.raises(ConfigError, match="episodes.example_sep"):
+        load_config(ExperimentConfig, SYNTHETIC, ["episodes.example_sep=###"])
+
+
 def test_the_classifier_refuses_separators():
     with pytest.raises(ConfigError, match="data.separators: the classifier reads item vectors"):
         load_config(ExperimentConfig, ROOT / "configs" / "tiny.yaml", ["data.separators=true"])
