@@ -9,10 +9,9 @@ within float32 rounding (relative 1e-6).
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -21,14 +20,10 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
+    from bench.timing import alternate, cpu_args
     from metaicl.models.lm import LMConfig, build_lm, lm_loss
 
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = cpu_args(steps=10)
     vocab, batch, length = 3100, 32, 256
     model = build_lm(LMConfig(preset="tiny", context_length=length), vocab_size=vocab)
     ids = torch.randint(1, vocab, (batch, length))
@@ -45,19 +40,16 @@ def main() -> None:
     def scored():
         return lm_loss(model, (ids, mask))
 
-    times = {"full": [], "scored": []}
-    for _ in range(2):  # alternating, so drift in machine load hits both
-        for name, fn in (("full", full), ("scored", scored)):
-            fn().backward()  # warm-up
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                model.zero_grad()
-                fn().backward()
-            times[name].append((time.perf_counter() - start) / args.steps)
+    def backward(loss: Callable) -> Callable[[int], None]:
+        def step(_: int) -> None:
+            model.zero_grad()
+            loss().backward()
+        return step
+
+    best = alternate({"full": backward(full), "scored": backward(scored)}, args.steps)
     with torch.no_grad():
         a, b = full().item(), scored().item()
         diff = abs(a - b) / abs(a)
-    best = {k: min(v) for k, v in times.items()}
     print(f"loss where only targets are scored ({args.threads} threads): full logits {best['full'] * 1e3:.0f} ms/step, "
           f"targets only {best['scored'] * 1e3:.0f} ms/step, ratio {best['scored'] / best['full']:.2f} "
           f"(goal <= 0.5); relative loss difference {diff:.1e} (goal <= 1e-6)")
