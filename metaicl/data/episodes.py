@@ -127,6 +127,13 @@ def _rows(query_input: str, options: list[str], sep: list[int], cfg: EpisodeConf
 def score_request(demos: list[Example], query_input: str, options: list[str], cfg: EpisodeConfig,
                   tok) -> ScoreRequest:
     """The shared prefix and one (condition, target) row per option, truncated once for the longest row."""
+    sep = tok.encode(cfg.input_sep)
+    return _request([_demo(d, sep, cfg, tok)[0] for d in demos], query_input, options, cfg, tok)
+
+
+def _request(shown: list[list[int]], query_input: str, options: list[str], cfg: EpisodeConfig,
+             tok) -> ScoreRequest:
+    """score_request from the demonstrations' tokens (`_demo`'s first part, each without its example separator)."""
     cfg.validate()
     if not options:
         raise ValueError("a query needs at least one option")
@@ -135,7 +142,7 @@ def score_request(demos: list[Example], query_input: str, options: list[str], cf
     if any(not target for _, target in rows):
         raise ValueError(f"an empty target among the rows of query {query_input[:50]!r}: nothing to score")
     need = max(len(c) + len(t) for c, t in rows)
-    blocks = [_demo(d, sep, cfg, tok)[0] + example_sep for d in demos]
+    blocks = [ids + example_sep for ids in shown]
     block, dropped = _fit_demos(blocks, cfg.max_length - 1 - need, cfg.truncation)
     prefix = [tok.bos_id] + block
     room = cfg.max_length - len(prefix) - max(len(t) for _, t in rows)
@@ -165,12 +172,13 @@ def train_sequence(demos: list[Example], query: Example, cfg: EpisodeConfig, tok
     channel; MetaICL). "all_outputs": also on each demonstration's target, as far as it is shown (Garg et al. 2022
     and Kirsch et al. 2022 train every prefix: k + 1 answers per episode, the first of them unpredictable from the
     context). Its ids equal score_request(...).ids(gold) when truncation does not depend on the other options."""
-    request = score_request(demos, query.input, [query.output], cfg, tok)
+    sep, example_sep = tok.encode(cfg.input_sep), tok.encode(cfg.example_sep)
+    blocks = [_demo(d, sep, cfg, tok) for d in demos]  # each demonstration encoded once: its ids and its targets
+    request = _request([ids for ids, _ in blocks], query.input, [query.output], cfg, tok)
     condition, target = request.rows[0]
     shown = [0] * len(request.prefix)
     if loss_on == "all_outputs":
-        sep, example_sep = tok.encode(cfg.input_sep), tok.encode(cfg.example_sep)
-        flat = [m for d in demos for m in _demo(d, sep, cfg, tok)[1] + [0] * len(example_sep)]
+        flat = [m for _, mask in blocks for m in mask + [0] * len(example_sep)]
         block = len(request.prefix) - 1  # either truncation keeps a suffix of the demonstrations after bos
         shown = [0] + flat[len(flat) - block:] if block else [0]
     elif loss_on != "query":
