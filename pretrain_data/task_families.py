@@ -32,6 +32,7 @@ import numpy as np
 from metaicl.core.errors import ConfigError, check_at_least
 from metaicl.core.io import atomic_dir, write_json, write_text
 from metaicl.core.seeding import rng_for
+from pretrain_data.bursty import zipf_probs
 
 FAMILIES: dict[str, Callable] = {}
 """Family name -> sampler(task, classes, rng, length) -> (n, length) token ids; its docstring's first line is
@@ -185,9 +186,8 @@ def make_task(cfg: TaskFamiliesConfig, token_range: tuple[int, int], family_name
 
 @functools.lru_cache(maxsize=16)
 def zipf_weights(n: int, alpha: float) -> np.ndarray:
-    """p(rank r) proportional to r ** -alpha over ranks 1..n (read-only: every task of a collection shares it)."""
-    p = np.arange(1, n + 1, dtype=np.float64) ** -alpha
-    p /= p.sum()
+    """bursty.zipf_probs, made once per (n, alpha) and read-only: every task of a collection shares it."""
+    p = zipf_probs(n, alpha)
     p.flags.writeable = False
     return p
 
